@@ -1,0 +1,102 @@
+"""The ``hpcdiff`` command line: parse arguments, load the config, call the library. Nothing else.
+
+Every user-facing failure is an :class:`~hpcdiff.errors.HpcdiffError`, printed as one line
+``hpcdiff: error: ...`` with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hpcdiff import __version__
+from hpcdiff.errors import HpcdiffError
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Handler] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    """Register a sub-command handler under ``name``."""
+
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpcdiff", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hpcdiff {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    overrides = argparse.ArgumentParser(add_help=False)
+    overrides.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a config value, e.g. --set split.val_years=[2000] (repeatable)")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+    p = sub.add_parser("synth", parents=[quiet], help="write the synthetic ERA5-like + DANRA-like world")
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--preset", default="tiny", help="tiny | demo | bench (default: tiny)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    p = sub.add_parser("preprocess", parents=[overrides, quiet],
+                       help="NetCDF → packed HDF5 shards (also under mpiexec / srun)")
+    p.add_argument("recipe", type=Path, help="preprocessing recipe (YAML), e.g. preprocess/synthetic.yaml")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+
+    p = sub.add_parser("check", help="verify a dataset's shards against its manifest")
+    p.add_argument("dataset", type=Path)
+    return parser
+
+
+@command("synth")
+def _synth(args: argparse.Namespace) -> int:
+    from hpcdiff.data.synthetic import write_world
+
+    out = write_world(args.out, preset=args.preset, seed=args.seed, progress=args.progress)
+    print(f"synthetic world ({args.preset}, seed {args.seed}) written to {out}")
+    return 0
+
+
+@command("preprocess")
+def _preprocess(args: argparse.Namespace) -> int:
+    from hpcdiff import dist
+    from hpcdiff.config import load_config
+    from hpcdiff.data.preprocess import run_preprocess
+    from hpcdiff.data.recipe import PreprocessRecipe
+
+    recipe = load_config(PreprocessRecipe, args.recipe, overrides=args.overrides)
+    env = dist.detect()
+    out = run_preprocess(recipe, args.out, env=env, recipe_path=args.recipe, progress=args.progress)
+    if env.is_main:
+        print(f"dataset written to {out}")
+    return 0
+
+
+@command("check")
+def _check(args: argparse.Namespace) -> int:
+    from hpcdiff.data.check import check_dataset
+
+    report = check_dataset(args.dataset)
+    print(report)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HpcdiffError as err:
+        print(f"hpcdiff: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hpcdiff: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

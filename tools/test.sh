@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv if needed, lints, then runs the whole pytest suite (slow, mpi,
+# distributed and slurm tests included). Extra arguments go to pytest, e.g. `-m "not slow"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup_env.sh
+venv="${HPCDIFF_VENV:-.venv}"
+"$venv/bin/ruff" check hpcdiff tests tools
+exec "$venv/bin/python" -m pytest "$@"
