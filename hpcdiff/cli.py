@@ -50,6 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="verify a dataset's shards against its manifest")
     p.add_argument("dataset", type=Path)
+
+    p = sub.add_parser("train", parents=[overrides, quiet],
+                       help="train the diffusion model (also under torchrun / srun / deepspeed)")
+    p.add_argument("job", type=Path, help="training job (YAML), e.g. jobs/demo_train.yaml")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, config)")
+    p.add_argument("--resume", default="auto",
+                   help="auto (latest checkpoint in --out, if any) | never | a checkpoint folder")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("submit", parents=[overrides], help="submit a job to SLURM (or run it locally)")
+    p.add_argument("stage", choices=["preprocess", "train", "sample"])
+    p.add_argument("job", type=Path, help="job config (YAML) with a slurm: section")
+    p.add_argument("--out", type=Path, help="run folder")
+    p.add_argument("--executor", default="slurm", choices=["slurm", "local", "debug"],
+                   help="slurm (default) | local: N processes on this machine | debug: in this process")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                   help="wait for the job (default: yes for local/debug, no for slurm)")
+    p.add_argument("--deadline-min", type=float, default=None, help="give up waiting after this long")
+    p.add_argument("--master-addr", default=None, help="rendezvous address (default: first node)")
+    p.add_argument("--print-sbatch", action="store_true",
+                   help="print the equivalent plain sbatch script and exit")
     return parser
 
 
@@ -83,6 +104,48 @@ def _check(args: argparse.Namespace) -> int:
 
     report = check_dataset(args.dataset)
     print(report)
+    return 0
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from hpcdiff import dist
+    from hpcdiff.config import load_config
+    from hpcdiff.launch.sbatch import REQUEUE_EXIT_CODE
+    from hpcdiff.launch.signals import StopFlag
+    from hpcdiff.train.job import TrainJob
+    from hpcdiff.train.loop import train
+
+    job = load_config(TrainJob, args.job, overrides=args.overrides)
+    env = dist.detect()
+    result = train(job, args.out, env=env, resume=args.resume, progress=args.progress, should_stop=StopFlag())
+    if env.is_main:
+        print(f"training {result.status} at step {result.step}; checkpoint {result.checkpoint}")
+    return REQUEUE_EXIT_CODE if result.status == "stopped" else 0
+
+
+@command("submit")
+def _submit(args: argparse.Namespace) -> int:
+    from hpcdiff.config import load_config
+    from hpcdiff.launch.sbatch import render_train_sbatch
+    from hpcdiff.launch.submit import submit_train, wait
+    from hpcdiff.train.job import TrainJob
+
+    if args.stage != "train":
+        raise HpcdiffError(f"hpcdiff submit {args.stage} is not available yet; run it directly")
+    job = load_config(TrainJob, args.job, overrides=args.overrides)
+    if args.print_sbatch:
+        print(render_train_sbatch(job.slurm), end="")
+        return 0
+    if args.out is None:
+        raise HpcdiffError("hpcdiff submit train needs --out RUN")
+    submitted = submit_train(job, args.out, executor=args.executor, master_addr=args.master_addr)
+    if args.wait if args.wait is not None else args.executor != "slurm":
+        deadline = args.deadline_min * 60 if args.deadline_min else job.slurm.time_limit_min * 60 * 1.5 + 600
+        results = wait(submitted, deadline_s=deadline)
+        print(f"job {submitted.job_id} finished: {results[0]}")
+    else:
+        print(f"job {submitted.job_id} submitted")
     return 0
 
 

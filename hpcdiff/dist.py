@@ -8,7 +8,7 @@ world size 1.
 Order matters: torchrun variables win (they are explicit, and ``submitit``'s
 ``TorchDistributedEnvironment().export()`` sets them inside SLURM steps too); then a SLURM *step*
 (``srun``; the batch script itself also carries ``SLURM_NTASKS`` but is a single process, so a step id
-is required); then MPI.
+is required); then submitit's local executor; then MPI.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ LAUNCHERS: tuple[Launcher, ...] = (
              "GROUP_RANK"),
     Launcher("slurm", ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID"), "SLURM_PROCID", "SLURM_LOCALID",
              "SLURM_NTASKS", "SLURM_STEP_TASKS_PER_NODE", "SLURM_NODEID"),
+    Launcher("submitit-local", ("SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_NTASKS"),
+             "SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_LOCALID", "SUBMITIT_LOCAL_NTASKS",
+             "SUBMITIT_LOCAL_NTASKS", "SUBMITIT_LOCAL_NODEID"),
     Launcher("openmpi", ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"), "OMPI_COMM_WORLD_RANK",
              "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE",
              "OMPI_COMM_WORLD_NODE_RANK"),
@@ -124,9 +127,10 @@ def _master_addr(row: Launcher, env: Mapping[str, str]) -> str:
 def _master_port(row: Launcher, env: Mapping[str, str]) -> int:
     if "MASTER_PORT" in env:
         return _int(env, "MASTER_PORT", DEFAULT_PORT)
-    if row.name == "slurm" and "SLURM_JOB_ID" in env:
+    job_id = {"slurm": "SLURM_JOB_ID", "submitit-local": "SUBMITIT_LOCAL_JOB_ID"}.get(row.name)
+    if job_id in env:
         # Distinct jobs sharing a node must not collide on the rendezvous port.
-        return 20000 + _int(env, "SLURM_JOB_ID", 0) % 20000
+        return 20000 + _int(env, job_id, 0) % 20000
     return DEFAULT_PORT
 
 

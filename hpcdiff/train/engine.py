@@ -1,0 +1,143 @@
+"""DeepSpeed: the one module that imports it.
+
+:func:`deepspeed_config` turns a :class:`~hpcdiff.train.job.TrainJob` plus its ``deepspeed:``
+pass-through section into DeepSpeed's JSON config (our batch arithmetic, precision, ZeRO stage,
+clipping and AdamW as defaults; the user's section wins where it does not contradict the batch
+arithmetic). :func:`init_engine` starts ``torch.distributed`` from a :class:`~hpcdiff.dist.DistEnv`
+and wraps the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+from typing import Any
+
+import torch
+
+from hpcdiff.dist import DistEnv
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.train.job import BatchPlan, TrainJob
+
+# Top-level keys DeepSpeed 0.14-0.19 understands. Sub-sections are validated by DeepSpeed itself
+# (its pydantic models forbid unknown fields); top-level typos would otherwise be silently ignored.
+KNOWN_KEYS = frozenset({
+    "optimizer", "scheduler", "fp16", "bf16", "amp", "zero_optimization", "gradient_clipping",
+    "steps_per_print", "wall_clock_breakdown", "memory_breakdown", "dump_state",
+    "communication_data_type", "prescale_gradients", "gradient_predivide_factor", "sparse_gradients",
+    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "activation_checkpointing",
+    "flops_profiler", "comms_logger", "tensorboard", "csv_monitor", "wandb", "checkpoint", "data_types",
+    "torch_autocast", "aio", "compile", "timers",
+    "elasticity", "autotuning", "disable_allgather", "gradient_allreduce_op", "dataloader_drop_last",
+    "seq_parallel_communication_data_type", "data_efficiency", "curriculum_learning", "compression_training",
+    "pipeline", "disable_python_gc", "log_level", "graph_harvesting", "zero_allow_comm_data_type_fp32",
+    "use_data_before_expert_parallelism", "eigenvalue", "progressive_layer_drop", "nebula",
+    "weight_quantization", "hybrid_engine", "mics_shard_size", "mics_hierarchical_params_gather",
+})
+# Owned by hpcdiff: derived from train.global_batch / micro_batch and the world size.
+DERIVED_KEYS = {
+    "train_batch_size": "train.global_batch",
+    "train_micro_batch_size_per_gpu": "train.micro_batch",
+    "gradient_accumulation_steps": "train.global_batch and train.micro_batch",
+}
+
+
+def deepspeed_config(job: TrainJob, plan: BatchPlan, *, on_gpu: bool) -> dict[str, Any]:
+    """DeepSpeed JSON for ``job``; raises :class:`HpcdiffError` on an unknown or contradicting key."""
+    user = copy.deepcopy(job.deepspeed)
+    for key in user:
+        if key in DERIVED_KEYS:
+            raise HpcdiffError(f"deepspeed.{key} is derived by hpcdiff; set {DERIVED_KEYS[key]} instead")
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.6)
+            hint = f"; did you mean 'deepspeed.{close[0]}'?" if close else ""
+            raise HpcdiffError(f"unknown DeepSpeed key 'deepspeed.{key}'{hint}")
+    opt, tr = job.optim, job.train
+    config: dict[str, Any] = {
+        "train_batch_size": plan.global_batch,
+        "train_micro_batch_size_per_gpu": plan.micro_batch,
+        "gradient_accumulation_steps": plan.accum_steps,
+        "gradient_clipping": opt.grad_clip,
+        "steps_per_print": 10**9,  # hpcdiff logs itself
+        "zero_optimization": {"stage": tr.zero_stage},
+        "bf16": {"enabled": tr.precision == "bf16"},
+        "fp16": {"enabled": tr.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay,
+            # FusedAdam needs a CUDA build; torch's AdamW on CPU avoids a JIT compile.
+            "torch_adam": not on_gpu}},
+    }
+    return _merge(config, user)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if nested else value
+    return out
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``max_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def init_distributed(env: DistEnv) -> None:
+    """Start ``torch.distributed`` through DeepSpeed (NCCL on GPUs, gloo on CPU)."""
+    import deepspeed
+
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    for key, value in {"RANK": env.rank, "LOCAL_RANK": env.local_rank, "WORLD_SIZE": env.world_size,
+                       "LOCAL_WORLD_SIZE": env.local_world_size, "MASTER_ADDR": env.master_addr,
+                       "MASTER_PORT": env.master_port}.items():
+        os.environ[key] = str(value)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+
+
+def init_engine(model: torch.nn.Module, config: dict[str, Any], *,
+                lr_lambda: Any) -> tuple[Any, Any]:
+    """Wrap ``model`` in a DeepSpeed engine with a LambdaLR schedule; returns ``(engine, scheduler)``."""
+    import deepspeed
+
+    def scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+    try:
+        engine, _, _, sched = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                                   config=config, lr_scheduler=scheduler)
+    except (ValueError, AssertionError) as err:
+        raise HpcdiffError(f"DeepSpeed rejected the config: {str(err).splitlines()[0]}") from None
+    return engine, sched
+
+
+def engine_dtype(engine: Any) -> torch.dtype:
+    """The dtype inputs must have for the wrapped model (bf16 / fp16 parameters, else fp32)."""
+    if engine.bfloat16_enabled():
+        return torch.bfloat16
+    if engine.fp16_enabled():
+        return torch.float16
+    return torch.float32
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a float64 CPU tensor over ranks (identity on a single rank)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        tensor = values.to(device)
+        torch.distributed.all_reduce(tensor)
+        return tensor.cpu()
+    return values

@@ -1,0 +1,141 @@
+"""The training job config (``jobs/*.yaml``): typed sections, loaded by :func:`hpcdiff.config.load_config`.
+
+The global batch is the fixed quantity (``train.global_batch``); the micro-batch per rank and the
+gradient-accumulation steps are derived from it and the world size by :func:`batch_arithmetic`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from hpcdiff.errors import HpcdiffError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSection:
+    dataset: Path
+    train_split: str = "train"
+    val_split: str = "val"
+    num_workers: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    preset: str = "small"
+    dropout: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSection:
+    """Per-pixel loss weights from the signed distance to the coast (km, positive on land)."""
+
+    enabled: bool = True
+    land_weight: float = 1.0
+    sea_scale_km: float = 20.0
+    floor: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionSection:
+    schedule: Literal["cosine", "linear"] = "cosine"
+    num_steps: int = 1000
+    var_type: Literal["learned_range", "fixed_small", "fixed_large"] = "learned_range"
+    loss: Literal["hybrid", "simple", "vlb"] = "hybrid"
+    vlb_weight: float = 0.001
+    sdf_weights: WeightSection = WeightSection()
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSection:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSection:
+    max_steps: int = 1000
+    global_batch: int = 16
+    micro_batch: int | None = None
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    zero_stage: Literal[0, 1, 2] = 0
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 200
+    val_batches: int | None = 8
+    ckpt_every: int = 200
+    keep_last: int = 3
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "global_batch", "log_every", "val_every", "ckpt_every", "keep_last"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("ema_decay must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmSection:
+    """Where and how ``hpcdiff submit`` runs the job. One task per GPU."""
+
+    nodes: int = 1
+    gpus_per_node: int = 1
+    tasks_per_node: int | None = None
+    cpus_per_task: int = 8
+    mem_gb: int | None = None
+    time_limit_min: int = 60
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] = dataclasses.field(default_factory=list)
+    max_requeues: int = 10
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ntasks_per_node(self) -> int:
+        return self.tasks_per_node if self.tasks_per_node is not None else max(self.gpus_per_node, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    data: DataSection
+    model: ModelSection = ModelSection()
+    diffusion: DiffusionSection = DiffusionSection()
+    optim: OptimSection = OptimSection()
+    train: TrainSection = TrainSection()
+    deepspeed: dict[str, Any] = dataclasses.field(default_factory=dict)
+    slurm: SlurmSection = SlurmSection()
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    global_batch: int
+    micro_batch: int
+    accum_steps: int
+    world_size: int
+
+    def describe(self) -> str:
+        return (f"global batch {self.global_batch} = micro-batch {self.micro_batch} x accumulation "
+                f"{self.accum_steps} x {self.world_size} rank{'s' if self.world_size > 1 else ''}")
+
+
+def batch_arithmetic(train: TrainSection, world_size: int) -> BatchPlan:
+    """Derive micro-batch and accumulation from the fixed global batch; error if it cannot divide."""
+    per_rank, rest = divmod(train.global_batch, world_size)
+    if rest or per_rank == 0:
+        raise HpcdiffError(f"train.global_batch {train.global_batch} is not divisible by the world size "
+                           f"{world_size}")
+    micro = train.micro_batch if train.micro_batch is not None else per_rank
+    if micro <= 0 or per_rank % micro:
+        raise HpcdiffError(f"train.global_batch {train.global_batch} / {world_size} ranks = {per_rank} per "
+                           f"rank is not a multiple of train.micro_batch {micro}")
+    return BatchPlan(train.global_batch, micro, per_rank // micro, world_size)

@@ -1,0 +1,304 @@
+"""The training loop: readable in one sitting.
+
+Determinism is by construction, not by saved state: the diffusion time step and noise of a sample
+come from a generator seeded by ``(seed, epoch, global sample index)``, so a sample's loss does not
+depend on which rank or micro-batch it lands in (1 rank x 2 accumulation steps == 2 ranks x 1), and
+dropout is reseeded from ``(seed, rank, micro-step)``. A run resumed from a checkpoint therefore
+repeats the loss history of an uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpcdiff.config import dump_config, to_dict
+from hpcdiff.data.loader import ShardDataset
+from hpcdiff.diffusion.gaussian import GaussianDiffusion
+from hpcdiff.diffusion.schedules import make_betas
+from hpcdiff.dist import DistEnv
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.models import build_model
+from hpcdiff.train import checkpoint
+from hpcdiff.train import engine as ds
+from hpcdiff.train.ema import EMA
+from hpcdiff.train.job import BatchPlan, TrainJob, batch_arithmetic
+from hpcdiff.train.metrics_log import MetricsLog
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    status: str  # "finished" | "stopped" (a stop request, e.g. the SLURM time-limit signal)
+    checkpoint: Path | None
+
+
+def mix_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def per_sample_noise(index: torch.Tensor, *, seed: int, epoch: int, num_steps: int,
+                     shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Time steps ``[B]`` and noise ``[B, *shape]`` from one generator per sample (independent of
+    batching). ``index`` are global sample indices ``[B]``."""
+    steps, noise = [], []
+    for i in index.tolist():
+        gen = torch.Generator().manual_seed(mix_seed(seed, epoch, i))
+        steps.append(torch.randint(num_steps, (1,), generator=gen))
+        noise.append(torch.randn(shape, generator=gen))
+    return torch.cat(steps), torch.stack(noise)
+
+
+def model_spec(job: TrainJob, train_ds: ShardDataset) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the network without the job file."""
+    return {"model": "unet", "preset": job.model.preset,
+            "target_channels": len(train_ds.target_channels), "cond_channels": len(train_ds.cond_channels),
+            "learn_sigma": job.diffusion.var_type == "learned_range",
+            "image_shape": list(train_ds.mask.shape[-2:])}
+
+
+def build_diffusion(job: TrainJob) -> GaussianDiffusion:
+    d = job.diffusion
+    return GaussianDiffusion(make_betas(d.schedule, d.num_steps), var_type=d.var_type, loss_type=d.loss,
+                             vlb_weight=d.vlb_weight)
+
+
+def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
+    """Per-pixel weights ``[1, 1, H, W]`` (mean 1) from the coast distance, or ``None``."""
+    return train_ds.weight if job.diffusion.sdf_weights.enabled else None
+
+
+def batch_stream(dataset: ShardDataset, *, start: int, num_workers: int) -> Iterator[tuple[int, dict]]:
+    """Yield ``(epoch, batch)`` from micro-step ``start`` on, forever, re-shuffling every epoch."""
+    per_epoch = len(dataset)
+    epoch, offset = divmod(start, per_epoch)
+    while True:
+        dataset.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(offset, per_epoch),
+                                             num_workers=num_workers, persistent_workers=False)
+        for batch in loader:
+            yield epoch, batch
+        epoch, offset = epoch + 1, 0
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Trainer:
+    """State of one rank's training run. ``run()`` is the loop."""
+
+    def __init__(self, job: TrainJob, run_dir: Path, *, env: DistEnv, resume: str | None,
+                 progress: bool, should_stop: Callable[[], bool] | None = None) -> None:
+        self.job, self.run_dir, self.env, self.progress = job, Path(run_dir), env, progress
+        self.should_stop = should_stop or (lambda: False)
+        self.plan: BatchPlan = batch_arithmetic(job.train, env.world_size)
+        self.device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
+        self.ds_config = ds.deepspeed_config(job, self.plan, on_gpu=self.device.type == "cuda")
+        self.train_ds = ShardDataset(job.data.dataset, job.data.train_split, batch_size=self.plan.micro_batch,
+                                     rank=env.rank, world_size=env.world_size, seed=job.train.seed)
+        if len(self.train_ds) == 0:
+            raise HpcdiffError(f"{job.data.dataset}: split {job.data.train_split!r} has fewer samples than "
+                               f"one micro-batch per rank ({self.plan.describe()})")
+        self.spec = model_spec(job, self.train_ds)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
+        self._build()
+
+    def _build(self) -> None:
+        job, env = self.job, self.env
+        ds.init_distributed(env)
+        torch.manual_seed(mix_seed(job.train.seed, env.rank))
+        model = build_model(job.model.preset, target_channels=self.spec["target_channels"],
+                            cond_channels=self.spec["cond_channels"], learn_sigma=self.spec["learn_sigma"],
+                            dropout=job.model.dropout)
+        lr_lambda = functools.partial(ds.warmup_cosine, warmup_steps=job.optim.warmup_steps,
+                                      max_steps=job.train.max_steps, min_ratio=job.optim.min_lr_ratio)
+        self.engine, self.scheduler = ds.init_engine(model.to(self.device), self.ds_config,
+                                                     lr_lambda=lr_lambda)
+        self.dtype = ds.engine_dtype(self.engine)
+        self.diffusion = build_diffusion(job)
+        self.ema = EMA(self.engine.module, decay=job.train.ema_decay)
+        self.weight = loss_weight(job, self.train_ds)
+        self.step = 0
+        if self.resume_from is not None:
+            state = checkpoint.load_state(self.resume_from)
+            checkpoint.check_compatible(state, model_spec=self.spec, path=self.resume_from)
+            checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
+            self.ema.load_state_dict(state["ema"])
+            self.step = int(state["step"])
+
+    def _model_fn(self, cond: torch.Tensor, doy: torch.Tensor) -> ModelFn:
+        """``(x_t, t) -> output`` in fp32, running the engine in its own precision."""
+
+        def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.engine(x_t.to(self.dtype), t, cond.to(self.dtype), doy).float()
+        return fn
+
+    def _micro_step(self, epoch: int, batch: dict[str, torch.Tensor], micro: int) -> dict[str, float]:
+        x0 = batch["target"].to(self.device)
+        t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=epoch,
+                                    num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
+        torch.manual_seed(mix_seed(self.job.train.seed, self.env.rank, micro))  # dropout
+        weight = None if self.weight is None else self.weight.to(self.device)
+        losses = self.diffusion.training_losses(
+            self._model_fn(batch["cond"].to(self.device), batch["doy"].to(self.device)), x0,
+            t.to(self.device), noise=noise.to(self.device), weight=weight)
+        loss = losses["loss"].mean()
+        self.engine.backward(loss)
+        self.engine.step()
+        return {k: float(v.detach().mean()) for k, v in losses.items()}
+
+    def _train_step(self, stream: Iterator[tuple[int, dict]]) -> dict[str, Any]:
+        """One optimizer step = ``accum_steps`` micro-steps; returns the step's metrics."""
+        start, wait, sums, epoch = time.perf_counter(), 0.0, {}, 0
+        for j in range(self.plan.accum_steps):
+            t0 = time.perf_counter()
+            epoch, batch = next(stream)
+            wait += time.perf_counter() - t0
+            for key, value in self._micro_step(epoch, batch, self.step * self.plan.accum_steps + j).items():
+                sums[key] = sums.get(key, 0.0) + value / self.plan.accum_steps
+        self.ema.update(self.engine.module)
+        elapsed = time.perf_counter() - start
+        per_rank = self.plan.micro_batch * self.plan.accum_steps / elapsed
+        grad_norm = self.engine.get_global_grad_norm()
+        return {**sums, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": None if grad_norm is None else float(grad_norm),
+                "samples_per_s_rank": per_rank, "samples_per_s_total": per_rank * self.env.world_size,
+                "data_wait_share": wait / elapsed, "step_time_s": elapsed,
+                "peak_mem_mb": peak_memory_mb(self.device)}
+
+    def _averaged(self, metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        """Average loss terms over ranks (for the log; the update itself is already all-reduced)."""
+        present = [k for k in keys if k in metrics]
+        summed = ds.all_reduce_sum(torch.tensor([metrics[k] for k in present], dtype=torch.float64))
+        mean = {k: float(v) / self.env.world_size for k, v in zip(present, summed, strict=True)}
+        return {**metrics, **mean}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float] | None:
+        """EMA-weight loss on the validation split with fixed noise; ``None`` if the split is empty."""
+        job = self.job
+        try:
+            val = ShardDataset(job.data.dataset, job.data.val_split, batch_size=self.plan.micro_batch,
+                               rank=self.env.rank, world_size=self.env.world_size, seed=job.train.seed,
+                               shuffle=False, drop_last=True)
+        except HpcdiffError:
+            return None
+        model = build_model(job.model.preset, target_channels=self.spec["target_channels"],
+                            cond_channels=self.spec["cond_channels"], learn_sigma=self.spec["learn_sigma"])
+        model.load_state_dict(self.ema.state_dict())
+        model.to(self.device).eval()
+        n_batches = len(val) if job.train.val_batches is None else min(len(val), job.train.val_batches)
+        totals = torch.zeros(4, dtype=torch.float64)
+        weight = None if self.weight is None else self.weight.to(self.device)
+        for b in range(n_batches):
+            losses = self._fixed_noise_losses(model, val[b], weight=weight)
+            totals += torch.tensor([float(losses["loss"].sum()), float(losses["mse"].sum()),
+                                    float(losses.get("vlb", torch.zeros(1)).sum()), losses["loss"].numel()],
+                                   dtype=torch.float64)
+        totals = ds.all_reduce_sum(totals)
+        if totals[3] == 0:
+            return None
+        return {"val_loss": float(totals[0] / totals[3]), "val_mse": float(totals[1] / totals[3]),
+                "val_vlb": float(totals[2] / totals[3]), "val_samples": int(totals[3])}
+
+    def _fixed_noise_losses(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
+                            weight: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        x0 = batch["target"].to(self.device)
+        t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=0,
+                                    num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
+        cond, doy = batch["cond"].to(self.device), batch["doy"].to(self.device)
+        return self.diffusion.training_losses(lambda x, s: model(x, s, cond, doy), x0, t.to(self.device),
+                                              noise=noise.to(self.device), weight=weight)
+
+    def _state(self) -> dict[str, Any]:
+        micro = self.step * self.plan.accum_steps
+        epoch, offset = divmod(micro, len(self.train_ds))
+        return {"step": self.step, "loader": {"epoch": epoch, "batch": offset, "micro_step": micro},
+                "ema": self.ema.state_dict(), "model_spec": self.spec, "config": to_dict(self.job),
+                "manifest": self.train_ds.manifest, "world_size": self.env.world_size}
+
+    def save(self) -> Path:
+        return checkpoint.save(self.ckpt_root, step=self.step, engine=self.engine, state=self._state(),
+                               rank=self.env.rank, keep_last=self.job.train.keep_last, barrier=ds.barrier)
+
+    def _stop_requested(self) -> bool:
+        flag = ds.all_reduce_sum(torch.tensor([1.0 if self.should_stop() else 0.0], dtype=torch.float64))
+        return bool(flag[0] > 0)
+
+    def run(self) -> TrainResult:
+        job, main = self.job, self.env.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(job, self.run_dir / "config.yaml")
+            print(f"hpcdiff train: {self.plan.describe()}; {len(self.train_ds)} micro-batches per rank per "
+                  f"epoch; precision {job.train.precision}, ZeRO {job.train.zero_stage}; device {self.device}"
+                  + (f"; resuming from {self.resume_from} (step {self.step})" if self.resume_from else ""),
+                  file=sys.stderr, flush=True)
+        ds.barrier()
+        log = MetricsLog(self.run_dir, enabled=main, resume_step=self.step, tensorboard=job.train.tensorboard)
+        stream = batch_stream(self.train_ds, start=self.step * self.plan.accum_steps,
+                              num_workers=job.data.num_workers)
+        bar = _progress_bar(enabled=main and self.progress, start=self.step, total=job.train.max_steps)
+        last_saved, status = None, "finished"
+        try:
+            while self.step < job.train.max_steps:
+                metrics = self._train_step(stream)
+                self.step += 1
+                if not math.isfinite(metrics["loss"]):
+                    raise HpcdiffError(f"training diverged at step {self.step}: loss is {metrics['loss']}")
+                self._after_step(metrics, log, bar)
+                if self.step % job.train.ckpt_every == 0 or self.step == job.train.max_steps:
+                    last_saved = self.save()
+                if self.step < job.train.max_steps and self._stop_requested():
+                    last_saved, status = self.save(), "stopped"
+                    break
+        finally:
+            log.close()
+            if bar is not None:
+                bar.close()
+        return TrainResult(step=self.step, status=status, checkpoint=last_saved)
+
+    def _after_step(self, metrics: dict[str, Any], log: MetricsLog, bar: Any) -> None:
+        job = self.job
+        if self.step % job.train.log_every == 0 or self.step == job.train.max_steps:
+            metrics = self._averaged(metrics, ("loss", "mse", "vlb", "samples_per_s_total"))
+            metrics["samples_per_s_total"] *= self.env.world_size  # sum over ranks, not mean
+            log.log("train", {"step": self.step, **metrics})
+        if self.step % job.train.val_every == 0 or self.step == job.train.max_steps:
+            val = self.validate()
+            if val is not None:
+                log.log("val", {"step": self.step, **val})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", sps=f"{metrics['samples_per_s_total']:.1f}")
+
+
+def _progress_bar(*, enabled: bool, start: int, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def train(job: TrainJob, run_dir: Path, *, env: DistEnv, resume: str | None = "auto", progress: bool = True,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train ``job`` into ``run_dir`` as rank ``env.rank`` of ``env.world_size``."""
+    return Trainer(job, run_dir, env=env, resume=resume, progress=progress, should_stop=should_stop).run()
