@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from hpcdiff.config import dump_config, to_dict
@@ -29,6 +28,7 @@ from hpcdiff.diffusion.schedules import make_betas
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.models import build_model
+from hpcdiff.seeding import generator, mix_seed
 from hpcdiff.train import checkpoint
 from hpcdiff.train import engine as ds
 from hpcdiff.train.ema import EMA
@@ -45,18 +45,13 @@ class TrainResult:
     checkpoint: Path | None
 
 
-def mix_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
 def per_sample_noise(index: torch.Tensor, *, seed: int, epoch: int, num_steps: int,
                      shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Time steps ``[B]`` and noise ``[B, *shape]`` from one generator per sample (independent of
     batching). ``index`` are global sample indices ``[B]``."""
     steps, noise = [], []
     for i in index.tolist():
-        gen = torch.Generator().manual_seed(mix_seed(seed, epoch, i))
+        gen = generator(seed, epoch, i)
         steps.append(torch.randint(num_steps, (1,), generator=gen))
         noise.append(torch.randn(shape, generator=gen))
     return torch.cat(steps), torch.stack(noise)

@@ -1,0 +1,65 @@
+"""The sampling job config (``jobs/*sample*.yaml``): which dates, how many members, which sampler."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from hpcdiff.train.job import SlurmSection
+
+
+@dataclasses.dataclass(frozen=True)
+class DateSelection:
+    """Dates to downscale. Exactly one way: a dataset ``split``, a list of ``dates`` (ISO), an inclusive
+    ``start``/``end`` range, or a ``file`` with one ISO date per line. ``limit`` keeps the first N."""
+
+    split: str | None = "test"
+    dates: list[str] = dataclasses.field(default_factory=list)
+    start: str | None = None
+    end: str | None = None
+    file: Path | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        ways = [self.dates != [], self.start is not None or self.end is not None, self.file is not None]
+        if sum(ways) > 1:
+            raise ValueError("give only one of dates, start/end, file")
+        if (self.start is None) != (self.end is None):
+            raise ValueError("start and end go together")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError("limit must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSection:
+    members: int = 8
+    sampler: str = "dpmpp_2m"
+    steps: int | None = None
+    eta: float = 0.0
+    batch_size: int = 16
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    checkpoint: str = "latest"
+
+    def __post_init__(self) -> None:
+        if self.members <= 0 or self.batch_size <= 0:
+            raise ValueError("members and batch_size must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySection:
+    """The SLURM job array of ``hpcdiff submit sample``: dates split into ``tasks`` chunks, at most
+    ``parallelism`` running at once."""
+
+    tasks: int = 4
+    parallelism: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleJob:
+    dataset: Path | None = None  # default: the dataset the run was trained on
+    dates: DateSelection = DateSelection()
+    sample: SamplerSection = SamplerSection()
+    array: ArraySection = ArraySection()
+    slurm: SlurmSection = SlurmSection(gpus_per_node=1, cpus_per_task=4, time_limit_min=60)
