@@ -52,14 +52,21 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp_path
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp_path, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp_path, path)
+        replace_dir(tmp_path, path)
     finally:
         if tmp_path.exists():
             shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``path`` (same parent); an old ``path`` is moved aside
+    first and removed only after the rename."""
+    path = Path(path)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)

@@ -1,0 +1,262 @@
+"""``hpcdiff preprocess``: NetCDF → packed HDF5 shards, as one process or as MPI ranks.
+
+The steps, each agreed across ranks (:class:`~hpcdiff.data.collective.Collective`), so an error on
+any rank makes every rank raise the same one-line error instead of hanging:
+
+1. every rank scans the inputs and plans (:mod:`hpcdiff.data.plan`): splits, its contiguous share
+   of each split, shards and read blocks; statics and the regridding weights are computed once;
+2. rank 0 creates a temporary folder next to ``out`` (shared file system);
+3. pass 1, per rank: read blocks of days, aggregate to daily, regrid, apply the transforms' shape
+   function ``g``, write the shards (final chunked layout, un-normalized) and accumulate training
+   statistics (float64);
+4. the statistics are gathered and merged in rank order (same on every rank);
+5. pass 2, per rank: normalize each shard in place (compress it, if asked); sha256 per shard;
+6. rank 0 writes ``static.h5``, ``recipe.yaml`` and, last, ``manifest.json``, then renames the folder
+   onto ``out`` (an old finished dataset is replaced only once the new one is complete).
+
+Memory is bounded by one read block (:data:`hpcdiff.data.plan.READ_DAYS` days), not by the years.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from hpcdiff import __version__
+from hpcdiff.config import dump_config, to_dict
+from hpcdiff.data import plan as planning
+from hpcdiff.data.collective import Collective
+from hpcdiff.data.recipe import PreprocessRecipe, resolve_root
+from hpcdiff.data.regrid import BilinearPlan, apply_bilinear, plan_bilinear
+from hpcdiff.data.shards import (
+    SCHEMA_VERSION,
+    TIME_UNITS,
+    compress_shard,
+    create_shard,
+    file_sha256,
+    samples_per_shard,
+    shard_name,
+    standardize_shard,
+)
+from hpcdiff.data.sources import OpenFiles, read_era5_days, read_target_days
+from hpcdiff.data.statics import StaticFields, load_statics
+from hpcdiff.data.transforms import RunningStats, channel_stats, merged, shape_forward
+from hpcdiff.dist import DistEnv
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.fsutil import ensure_writable_dir, replace_dir
+
+EPOCH = np.datetime64("1970-01-01", "D")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything every rank plans before reading values."""
+
+    recipe: PreprocessRecipe
+    inputs: planning.Inputs
+    splits: dict[str, np.ndarray]
+    window: tuple[slice, slice]
+    statics: StaticFields
+    regrid: BilinearPlan
+    per_shard: int
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.statics.lsm.shape
+
+
+def prepare(recipe: PreprocessRecipe) -> Setup:
+    """Scan inputs, plan splits, load statics, plan the regridding (no dynamic values read)."""
+    inputs = planning.scan_inputs(recipe)
+    window = planning.domain_window(recipe, inputs.grid)
+    statics = load_statics(inputs.static, recipe.static, grid=inputs.grid, window=window)
+    era5 = inputs.era5[0]
+    regrid = plan_bilinear(era5.lat, era5.lon, statics.lat, statics.lon, where=str(era5.path))
+    channels = len(recipe.era5.variables) + len(recipe.target.variables)
+    per_shard = samples_per_shard(sample_bytes=channels * statics.lsm.size * 4 + 8,
+                                  samples=recipe.shards.samples_per_shard, shard_mb=recipe.shards.shard_mb,
+                                  chunk=recipe.shards.batch_chunk)
+    return Setup(recipe=recipe, inputs=inputs, splits=planning.plan_splits(recipe, inputs), window=window,
+                 statics=statics, regrid=regrid, per_shard=per_shard)
+
+
+def read_block(setup: Setup, block: planning.Block, files: OpenFiles) -> tuple[np.ndarray, np.ndarray]:
+    """One block's conditions ``[n, Cc, H, W]`` and targets ``[n, Ct, H, W]`` in transformed (``g``,
+    un-normalized) space, float32."""
+    recipe = setup.recipe
+    era5 = read_era5_days(files, setup.inputs.era5[block.era5], recipe.era5.variables, index=block.era5_index)
+    cond = apply_bilinear(setup.regrid, era5)
+    target = read_target_days(files, setup.inputs.targets[block.target].path, recipe.target.variables,
+                              index=block.target_index, window=setup.window)
+    for c, spec in enumerate(recipe.era5.variables):
+        cond[:, c] = shape_forward(cond[:, c], kind=spec.transform, scale=spec.scale)
+    for c, spec in enumerate(recipe.target.variables):
+        target[:, c] = shape_forward(target[:, c], kind=spec.transform, scale=spec.scale)
+    return cond.astype(np.float32), target.astype(np.float32)
+
+
+def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: list[planning.Block], *,
+                       folder: Path, progress: bool) -> dict[str, RunningStats]:
+    """Pass 1: shards ``folder/shards/<split>-<rank>-<k>.h5`` in ``g`` (un-normalized) space; training
+    statistics of ``g`` (targets over land pixels, conditions over the whole domain)."""
+    recipe = setup.recipe
+    channels = {"target": len(recipe.target.variables), "cond": len(recipe.era5.variables)}
+    stats = {name: RunningStats.empty(c) for name, c in channels.items()}
+    land = setup.statics.lsm > 0.5
+    by_shard: dict[int, list[planning.Block]] = {}
+    for block in blocks:
+        by_shard.setdefault(block.shard, []).append(block)
+    total = sum(s.dates.size for s in shards)
+    with OpenFiles() as files, tqdm(total=total, disable=not progress, unit="day", file=sys.stderr,
+                                    desc="preprocess") as bar:
+        for k, shard in enumerate(shards):
+            with create_shard(folder / shard_name(shard.split, shard.rank, shard.index), n=shard.dates.size,
+                              channels=channels, hw=setup.hw, chunk=recipe.shards.batch_chunk) as f:
+                f["time"][:] = (shard.dates - EPOCH).astype(np.int64)
+                for block in by_shard[k]:
+                    cond, target = read_block(setup, block, files)
+                    rows = slice(block.offset, block.offset + block.dates.size)
+                    f["cond"][rows], f["target"][rows] = cond, target
+                    if block.split == "train":
+                        stats["target"].update(target, land)
+                        stats["cond"].update(cond)
+                    bar.update(block.dates.size)
+    return stats
+
+
+def finalize_shards(setup: Setup, shards: list[planning.ShardPlan], *, folder: Path,
+                    stats: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Pass 2: normalize each shard in place (then compress, if asked); checksums."""
+    entries = []
+    for shard in shards:
+        name = shard_name(shard.split, shard.rank, shard.index)
+        attrs = {"split": shard.split, "rank": shard.rank, "index": shard.index,
+                 "schema_version": SCHEMA_VERSION}
+        standardize_shard(folder / name, stats=stats, attrs=attrs)
+        if setup.recipe.shards.compression is not None:
+            compress_shard(folder / name, compression=setup.recipe.shards.compression)
+        entries.append({"split": shard.split, "path": name, "n": int(shard.dates.size),
+                        "sha256": file_sha256(folder / name)})
+    return entries
+
+
+def fitted_channels(setup: Setup, parts: list[dict[str, RunningStats]]) -> dict[str, list[dict[str, Any]]]:
+    """Manifest entries of the target and condition channels with statistics merged over ranks."""
+    recipe, out = setup.recipe, {}
+    for key, specs in (("target", recipe.target.variables), ("cond", recipe.era5.variables)):
+        total = merged([p[key] for p in parts])
+        stats = channel_stats(total, kinds=[s.transform for s in specs], scales=[s.scale for s in specs],
+                              names=[s.name for s in specs])
+        out[key] = stats
+    return out
+
+
+def zscore_stats(field: np.ndarray) -> dict[str, Any]:
+    """Identity-shape statistics of a field (a constant field keeps std 1)."""
+    std = float(np.std(field))
+    return {"transform": "zscore", "scale": 1.0, "mean": float(np.mean(field)),
+            "std": std if std > 0 else 1.0}
+
+
+def static_channels(statics: StaticFields) -> list[dict[str, Any]]:
+    """Static channels and their normalization over the domain: lsm as is (0/1), orography and SDF
+    z-scored."""
+    identity = {"transform": "zscore", "scale": 1.0, "mean": 0.0, "std": 1.0}
+    return [{"name": "lsm", "units": "1", "stats": identity},
+            {"name": "orography", "units": "m", "stats": zscore_stats(statics.orography)},
+            {"name": "sdf", "units": "km", "stats": zscore_stats(statics.sdf)}]
+
+
+def write_static(path: Path, statics: StaticFields) -> None:
+    """``static.h5``: ``lat``/``lon`` (degrees), ``lsm`` (0/1), ``orography`` (m), ``sdf`` (km) ``[H, W]``,
+    ``x`` ``[W]`` / ``y`` ``[H]`` (m)."""
+    units = {"lat": "degrees_north", "lon": "degrees_east", "lsm": "1", "orography": "m", "sdf": "km",
+             "x": "m", "y": "m"}
+    with h5py.File(path, "w") as f:
+        for name, unit in units.items():
+            dtype = np.float64 if name in ("x", "y") else np.float32
+            f.create_dataset(name, data=np.asarray(getattr(statics, name), dtype)).attrs["units"] = unit
+
+
+def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
+                   entries: list[dict[str, Any]], static_sha256: str) -> dict[str, Any]:
+    """The manifest (see the module docstring of :mod:`hpcdiff.data.loader` for the reader's view)."""
+    recipe, grid = setup.recipe, setup.inputs.grid
+    targets = [{"name": v.name, "units": v.units, "stats": s}
+               for v, s in zip(recipe.target.variables, channels["target"], strict=True)]
+    conditions = [{"name": v.name, "units": "kg m-2" if v.kind == "accumulation" else v.units,
+                   "source_units": v.units, "kind": v.kind, "stats": s}
+                  for v, s in zip(recipe.era5.variables, channels["cond"], strict=True)]
+    splits = {}
+    for split, dates in setup.splits.items():
+        shards = [{k: e[k] for k in ("path", "n", "sha256")} for e in entries if e["split"] == split]
+        splits[split] = {"n": int(dates.size), "shards": shards, "dates": [str(d) for d in dates]}
+    window = {name: [cut.start, cut.stop] for name, cut in zip(("y", "x"), setup.window, strict=True)}
+    return {"schema_version": SCHEMA_VERSION, "hpcdiff_version": __version__, "time_units": TIME_UNITS,
+            "recipe": to_dict(recipe), "targets": targets, "conditions": conditions,
+            "static_channels": static_channels(setup.statics),
+            "grid": {"shape": list(setup.hw), "full_shape": list(grid.lat.shape), "window": window,
+                     "grid_mapping": grid.mapping_name, "projection": grid.mapping},
+            "static": {"path": "static.h5", "sha256": static_sha256},
+            "batch_chunk": recipe.shards.batch_chunk, "splits": splits}
+
+
+def make_temp_dir(out: Path) -> Path:
+    """A fresh temporary folder next to ``out`` with ``shards/``. Refuses to later replace
+    an existing ``out`` that is not a dataset (a safety net against ``--out ~``)."""
+    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise HpcdiffError(f"{out}: exists and is not a dataset (no manifest.json); refusing to replace it")
+    ensure_writable_dir(out.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a dataset is shared like any folder
+    (tmp / "shards").mkdir()
+    return tmp
+
+
+def publish(setup: Setup, tmp: Path, out: Path, *, channels: dict[str, list[dict[str, Any]]],
+            entries: list[dict[str, Any]]) -> None:
+    """Rank 0: statics, resolved recipe, manifest (last), then the atomic rename onto ``out``."""
+    write_static(tmp / "static.h5", setup.statics)
+    dump_config(setup.recipe, tmp / "recipe.yaml")
+    manifest = build_manifest(setup, channels=channels, entries=entries,
+                              static_sha256=file_sha256(tmp / "static.h5"))
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    replace_dir(tmp, out)
+
+
+def run_preprocess(recipe: PreprocessRecipe, out: Path, *, env: DistEnv, recipe_path: Path | None = None,
+                   progress: bool = True) -> Path:
+    """Build the dataset ``out`` from ``recipe`` on this rank of ``env`` (all ranks call this)."""
+    coll = Collective.connect(env)
+    out = Path(out).absolute()
+    recipe = resolve_root(recipe, recipe_path)
+    setup = coll.agreed(lambda: prepare(recipe))
+    shards = planning.plan_shards(setup.splits, rank=coll.rank, world_size=coll.world_size,
+                                  per_shard=setup.per_shard)
+    blocks = coll.agreed(lambda: planning.plan_blocks(shards, setup.inputs))
+    tmp = coll.on_root(lambda: make_temp_dir(out))
+    try:
+        stats = coll.agreed(lambda: write_unnormalized(setup, shards, blocks, folder=tmp,
+                                              progress=progress and coll.is_root))
+        parts = coll.allgather(stats)
+        channels = coll.agreed(lambda: fitted_channels(setup, parts))
+        entries = coll.agreed(lambda: finalize_shards(setup, shards, folder=tmp, stats=channels))
+        everything = [e for rank_entries in coll.allgather(entries) for e in rank_entries]
+        coll.on_root(lambda: publish(setup, tmp, out, channels=channels, entries=everything))
+    except BaseException:
+        if coll.is_root:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,151 @@
+"""The preprocessing recipe (``preprocess/*.yaml``): typed sections, loaded by
+:func:`hpcdiff.config.load_config`.
+
+Paths: ``root`` is resolved against the recipe's folder when relative; every file pattern is resolved
+against ``root``. Units are checked against the files' ``units`` attributes (``m s**-1`` and ``m s-1``
+are the same). Accumulated ERA5 variables (``kind: accumulation``, in metres of water) are summed per
+day and converted to ``kg m-2``; states are averaged per day and keep their units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+TransformKind = Literal["zscore", "log1p", "asinh"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Era5Variable:
+    """One dynamic condition channel read from the ERA5 files."""
+
+    name: str  # variable name in the files: t2m, tp, e, msl, u10, v10, ...
+    units: str  # units the files must carry, e.g. K, m, Pa, m s-1
+    kind: Literal["state", "accumulation"] = "state"
+    transform: TransformKind = "zscore"
+    scale: float = 1.0  # transform scale in the daily output units (kg m-2 for accumulations)
+
+    def __post_init__(self) -> None:
+        if self.scale <= 0:
+            raise ValueError(f"scale of {self.name} must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetVariable:
+    """One high-resolution target channel."""
+
+    name: str
+    units: str  # units the target files must carry: K, kg m-2
+    transform: TransformKind = "zscore"
+    scale: float = 1.0  # transform scale in ``units``: log1p(x / scale), asinh(x / scale)
+
+    def __post_init__(self) -> None:
+        if self.scale <= 0:
+            raise ValueError(f"scale of {self.name} must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Era5Source:
+    files: list[str]  # glob patterns relative to root, e.g. era5/era5_*.nc
+    variables: list[Era5Variable]
+    frequency: Literal["auto", "1h", "1D"] = "auto"  # time step of the files; auto: from the time axis
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSource:
+    files: list[str]  # glob patterns relative to root, e.g. danra/danra_*.nc
+    variables: list[TargetVariable]
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticSource:
+    file: str  # relative to root; on the target grid, with 2-D lat/lon
+    lsm: str = "lsm"  # land-sea mask variable (fraction or 0/1; land where >= 0.5)
+    orography: str = "orography"
+    orography_units: str = "m"
+
+
+@dataclasses.dataclass(frozen=True)
+class Domain:
+    """Index ranges ``[start, stop)`` of the target grid to keep (file order)."""
+
+    y: tuple[int, int]
+    x: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        for name in ("y", "x"):
+            bounds = getattr(self, name)
+            if len(bounds) != 2 or not 0 <= bounds[0] < bounds[1]:
+                raise ValueError(f"domain.{name} must be [start, stop) with 0 <= start < stop, got {bounds}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSection:
+    """Split by years; the test split is ``test_dates`` seeded random dates of the test years
+    (all of them when null)."""
+
+    train_years: list[int]
+    val_years: list[int]
+    test_years: list[int]
+    test_dates: int | None = 100
+    test_seed: int = 0
+
+    def __post_init__(self) -> None:
+        years = [*self.train_years, *self.val_years, *self.test_years]
+        if len(set(years)) != len(years):
+            raise ValueError("a year appears in more than one split")
+        if not self.train_years:
+            raise ValueError("train_years is empty: the statistics come from the training split")
+        if self.test_dates is not None and self.test_dates <= 0:
+            raise ValueError("test_dates must be positive or null")
+
+    def years(self) -> dict[str, list[int]]:
+        return {"train": list(self.train_years), "val": list(self.val_years), "test": list(self.test_years)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSection:
+    """Shard size by samples or by megabytes (one of them), HDF5 chunk size, compression."""
+
+    samples_per_shard: int | None = None
+    shard_mb: float | None = 256.0
+    batch_chunk: int = 8  # samples per HDF5 chunk: a batch of this size is one chunk read
+    compression: Literal["lz4", "zstd", "gzip"] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.samples_per_shard is None) == (self.shard_mb is None):
+            raise ValueError("set exactly one of samples_per_shard and shard_mb (the other to null)")
+        if self.samples_per_shard is not None and self.samples_per_shard <= 0:
+            raise ValueError("samples_per_shard must be positive")
+        if self.shard_mb is not None and self.shard_mb <= 0:
+            raise ValueError("shard_mb must be positive")
+        if self.batch_chunk <= 0:
+            raise ValueError("batch_chunk must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessRecipe:
+    root: Path
+    era5: Era5Source
+    target: TargetSource
+    static: StaticSource
+    split: SplitSection
+    shards: ShardSection = ShardSection()
+    domain: Domain | None = None
+
+    def __post_init__(self) -> None:
+        for section, variables in (("era5", self.era5.variables), ("target", self.target.variables)):
+            names = [v.name for v in variables]
+            if not names:
+                raise ValueError(f"{section}.variables is empty")
+            if len(set(names)) != len(names):
+                raise ValueError(f"{section}.variables lists a name twice")
+
+
+def resolve_root(recipe: PreprocessRecipe, recipe_path: Path | None) -> PreprocessRecipe:
+    """The recipe with ``root`` absolute: relative roots are taken from the recipe's folder (or the
+    working directory when the recipe did not come from a file)."""
+    base = Path(recipe_path).resolve().parent if recipe_path is not None else Path.cwd()
+    root = Path(recipe.root).expanduser()
+    return dataclasses.replace(recipe, root=(root if root.is_absolute() else base / root).resolve())

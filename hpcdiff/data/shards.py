@@ -1,0 +1,148 @@
+"""HDF5 shards: the layout writer and reader agree on, writing (un-normalized, then normalized in
+place) and reading.
+
+A shard ``shards/<split>-<rank>-<k>.h5`` holds ``n`` consecutive samples of one split:
+
+- ``target`` ``[n, Ct, H, W]`` float32, normalized (see :mod:`hpcdiff.data.transforms`);
+- ``cond`` ``[n, Cc, H, W]`` float32, the normalized *dynamic* ERA5 conditions on the target grid
+  (static channels are not repeated; the loader appends them from ``static.h5``);
+- ``time`` ``[n]`` int64, days since 1970-01-01 (the date of the daily value).
+
+``target`` and ``cond`` are chunked ``[batch_chunk, C, H, W]``: a batch of ``batch_chunk`` aligned
+samples is one chunk per dataset, and uncompressed chunks written in order lie back to back in the
+file, so any run of consecutive samples is one contiguous read.
+
+Preprocessing first writes each shard un-normalized (``g(x)``, uncompressed) while the training
+statistics accumulate, then normalizes it in place, and rewrites it compressed if the recipe asks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from hpcdiff.errors import HpcdiffError
+
+SCHEMA_VERSION = 1
+TIME_UNITS = "days since 1970-01-01"
+COPY_SAMPLES = 16  # samples per read/write while normalizing or compressing a shard (bounded memory)
+
+
+def shard_name(split: str, rank: int, index: int) -> str:
+    return f"shards/{split}-{rank}-{index}.h5"
+
+
+def samples_per_shard(*, sample_bytes: int, samples: int | None, shard_mb: float | None, chunk: int) -> int:
+    """Samples per shard from a count or a size in MiB, rounded down to whole chunks (at least one)."""
+    n = samples if samples is not None else int(shard_mb * 2**20 // sample_bytes)
+    return max(chunk, n // chunk * chunk)
+
+
+def compression_options(kind: str | None) -> dict[str, Any]:
+    """h5py ``create_dataset`` keywords for a compression name (None: uncompressed)."""
+    if kind is None:
+        return {}
+    filters = {"lz4": lambda: dict(hdf5plugin.LZ4()), "zstd": lambda: dict(hdf5plugin.Zstd(clevel=3)),
+               "gzip": lambda: {"compression": "gzip", "compression_opts": 4}}
+    return {**filters[kind](), "shuffle": True}
+
+
+def create_shard(path: Path, *, n: int, channels: Mapping[str, int], hw: tuple[int, int],
+                 chunk: int) -> h5py.File:
+    """An open, uncompressed shard: float32 ``target``/``cond`` ``[n, C, H, W]`` chunked
+    ``[chunk, C, H, W]`` and ``time`` ``[n]`` int64 (days since 1970-01-01)."""
+    f = h5py.File(path, "w")
+    for name, c in channels.items():
+        f.create_dataset(name, shape=(n, c, *hw), dtype=np.float32, chunks=(min(chunk, n), c, *hw))
+    f.create_dataset("time", shape=(n,), dtype=np.int64).attrs["units"] = TIME_UNITS
+    return f
+
+
+def standardize_shard(path: Path, *, stats: Mapping[str, Sequence[Mapping[str, float]]],
+                      attrs: Mapping[str, Any]) -> None:
+    """In place: ``(g - mean) / std`` per channel of each dataset named in ``stats`` (``stats[name][c]``
+    has ``mean`` and ``std``), a few chunks at a time; then set the file attributes ``attrs``."""
+    with h5py.File(path, "r+") as f:
+        for name, channel_stats in stats.items():
+            ds = f[name]
+            step = ds.chunks[0] * max(1, COPY_SAMPLES // ds.chunks[0])
+            for start in range(0, ds.shape[0], step):
+                block = ds[start:start + step]
+                standardize_(block, channel_stats)
+                ds[start:start + block.shape[0]] = block
+        f.attrs.update(dict(attrs))
+
+
+def compress_shard(path: Path, *, compression: str) -> None:
+    """Rewrite the shard ``path`` with its ``target``/``cond`` chunks compressed (same chunk shape)."""
+    tmp = path.with_suffix(".compressing")
+    with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+        for name in ("target", "cond"):
+            ds = dst.create_dataset(name, shape=src[name].shape, dtype=np.float32, chunks=src[name].chunks,
+                                    **compression_options(compression))
+            step = ds.chunks[0] * max(1, COPY_SAMPLES // ds.chunks[0])
+            for start in range(0, ds.shape[0], step):
+                ds[start:start + step] = src[name][start:start + step]
+        src.copy(src["time"], dst, name="time")
+        dst.attrs.update(dict(src.attrs))
+    tmp.replace(path)
+
+
+def standardize_(block: np.ndarray, stats: Sequence[Mapping[str, float]]) -> None:
+    """``block`` ``[n, C, H, W]`` float32 ← ``(block - mean) / std`` per channel, in place, in float32.
+    The float64 mean is applied as two float32 parts (hi + lo), so its rounding adds no bias: the
+    error is that of float32 arithmetic on the result (~1e-7 relative)."""
+    for c, s in enumerate(stats):
+        hi = np.float32(s["mean"])
+        lo = np.float32(s["mean"] - float(hi))
+        view = block[:, c]
+        view -= hi
+        view -= lo
+        view *= np.float32(1.0 / s["std"])
+
+
+def file_sha256(path: Path, *, block_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_shard(path: Path) -> h5py.File:
+    """Open a shard for reading. No chunk cache: reads are whole runs of samples, decompressed once."""
+    return h5py.File(path, "r", rdcc_nbytes=0)
+
+
+def read_rows(dataset: h5py.Dataset, out: np.ndarray, start: int) -> None:
+    """Read samples ``start .. start + len(out)`` of ``dataset`` ``[N, C, ...]`` into the first ``C``
+    channels of ``out`` ``[n, C', ...]`` (``C' >= C``): one hyperslab read straight into ``out``.
+    (h5py's low-level calls: ``read_direct`` costs ~50 us more per call in Python selection code.)"""
+    count = (out.shape[0], *dataset.shape[1:])
+    file_space = dataset.id.get_space()
+    file_space.select_hyperslab((start,) + (0,) * (dataset.ndim - 1), count)
+    mem_space = h5py.h5s.create_simple(out.shape)
+    mem_space.select_hyperslab((0,) * out.ndim, count)
+    dataset.id.read(mem_space, file_space, out)
+
+
+def read_manifest(dataset: Path) -> dict[str, Any]:
+    """The dataset's ``manifest.json``; a one-line error if it is missing, invalid or of another schema."""
+    path = Path(dataset) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HpcdiffError(f"{dataset}: not a dataset (no manifest.json); run hpcdiff preprocess") from None
+    except (OSError, ValueError) as err:
+        raise HpcdiffError(f"{path}: cannot read the manifest ({err})") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise HpcdiffError(f"{path}: schema version {manifest.get('schema_version')!r}, this hpcdiff reads "
+                           f"{SCHEMA_VERSION}; preprocess again")
+    return manifest
