@@ -1,0 +1,232 @@
+"""An ADM-style conditional U-Net (Dhariwal & Nichol 2021; improved-diffusion's ``UNetModel``).
+
+Residual blocks with GroupNorm, SiLU and a scale-shift time embedding, self-attention at chosen
+downsampling factors, dropout, zero-initialized output layers. Conditions (regridded coarse fields and
+static geography, ``[N, Cc, H, W]``) are concatenated to the noisy target; the day of year enters as
+sin/cos harmonics added to the time embedding. With a learned variance the output has ``2 · Ct``
+channels: ``eps`` first, then the variance interpolation ``v``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DAYS_PER_YEAR = 365.25
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of one size preset. ``attention_ds``: downsampling factors (1, 2, 4, ...) at which
+    blocks get self-attention; ``head_channels``: channels per attention head."""
+
+    model_channels: int
+    channel_mult: tuple[int, ...]
+    num_res_blocks: int
+    attention_ds: tuple[int, ...]
+    head_channels: int
+    dropout: float
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, *, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) steps ``t [N]``: ``[N, dim]`` float32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+def doy_features(doy: torch.Tensor, harmonics: int) -> torch.Tensor:
+    """``sin, cos(2π k doy / 365.25)`` for ``k = 1 .. harmonics`` of day of year ``doy [N]`` (1..366):
+    ``[N, 2 · harmonics]`` float32."""
+    k = torch.arange(1, harmonics + 1, device=doy.device, dtype=torch.float32)
+    angle = 2 * math.pi * doy.float()[:, None] * k[None] / DAYS_PER_YEAR
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups, or fewer for narrow layers (the largest divisor of 32 that fits)."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero a layer's parameters, so a residual branch starts as the identity (ADM)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """``x + f(x, emb)``: GN-SiLU-conv, then GN with ``(1 + scale, shift)`` from the embedding,
+    SiLU-dropout-conv (zero-initialized). ``[N, Cin, H, W] -> [N, Cout, H, W]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, emb_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.in_layers = nn.Sequential(group_norm(in_channels), nn.SiLU(),
+                                       nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
+        self.out_norm = group_norm(out_channels)
+        self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout),
+                                        zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+        self.skip = (nn.Identity() if in_channels == out_channels
+                     else nn.Conv2d(in_channels, out_channels, 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x)
+        scale, shift = self.emb_layers(emb)[..., None, None].to(h.dtype).chunk(2, dim=1)
+        h = self.out_layers(self.out_norm(h) * (1 + scale) + shift)
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the ``H · W`` positions, residual. ``[N, C, H, W]`` in and out."""
+
+    def __init__(self, channels: int, *, head_channels: int) -> None:
+        super().__init__()
+        assert channels % head_channels == 0, \
+            f"{channels} channels do not split into heads of {head_channels}"
+        self.heads = channels // head_channels
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = zero_module(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w)
+        q, k, v = (s.transpose(-1, -2) for s in qkv.unbind(1))  # [N, heads, HW, d]
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class EmbedSequential(nn.Sequential):
+    """A sequence of layers; residual blocks also get the embedding."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+        return x
+
+
+class UNet(nn.Module):
+    """Conditional ε-model ``(x_t [N, Ct, H, W], t [N], cond [N, Cc, H, W], doy [N])`` ->
+    ``[N, Ct or 2·Ct, H, W]``. ``H`` and ``W`` must be multiples of ``2 ** (len(channel_mult) - 1)``."""
+
+    def __init__(self, *, target_channels: int, cond_channels: int, learn_sigma: bool, model_channels: int,
+                 channel_mult: tuple[int, ...], num_res_blocks: int, attention_ds: tuple[int, ...],
+                 head_channels: int, dropout: float, doy_harmonics: int = 2) -> None:
+        super().__init__()
+        self.target_channels, self.cond_channels = target_channels, cond_channels
+        self.out_channels = target_channels * (2 if learn_sigma else 1)
+        self.model_channels, self.levels = model_channels, len(channel_mult)
+        self.doy_harmonics = doy_harmonics
+        emb_dim = 4 * model_channels
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(),
+                                        nn.Linear(emb_dim, emb_dim))
+        self.doy_embed = nn.Sequential(nn.Linear(2 * doy_harmonics, emb_dim), nn.SiLU(),
+                                       nn.Linear(emb_dim, emb_dim))
+        block = {"emb_dim": emb_dim, "dropout": dropout}
+        attn = {"attention_ds": attention_ds, "head_channels": head_channels}
+        skips = self._build_encoder(target_channels + cond_channels, channel_mult=channel_mult,
+                                    num_res_blocks=num_res_blocks, block=block, attn=attn)
+        ch = model_channels * channel_mult[-1]
+        self.middle = EmbedSequential(ResBlock(ch, ch, **block),
+                                      AttentionBlock(ch, head_channels=head_channels),
+                                      ResBlock(ch, ch, **block))
+        ch = self._build_decoder(skips, channel_mult=channel_mult, num_res_blocks=num_res_blocks,
+                                 block=block, attn=attn)
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(),
+                                 zero_module(nn.Conv2d(ch, self.out_channels, 3, padding=1)))
+
+    def _build_encoder(self, in_channels: int, *, channel_mult: tuple[int, ...], num_res_blocks: int,
+                       block: dict, attn: dict) -> list[int]:
+        """Fill ``self.down``; return the channel count of every skip connection, in order."""
+        ch = self.model_channels
+        self.down = nn.ModuleList([EmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))])
+        skips, ds = [ch], 1
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers: list[nn.Module] = [ResBlock(ch, self.model_channels * mult, **block)]
+                ch = self.model_channels * mult
+                if ds in attn["attention_ds"]:
+                    layers.append(AttentionBlock(ch, head_channels=attn["head_channels"]))
+                self.down.append(EmbedSequential(*layers))
+                skips.append(ch)
+            if level != len(channel_mult) - 1:
+                self.down.append(EmbedSequential(Downsample(ch)))
+                skips.append(ch)
+                ds *= 2
+        return skips
+
+    def _build_decoder(self, skips: list[int], *, channel_mult: tuple[int, ...], num_res_blocks: int,
+                       block: dict, attn: dict) -> int:
+        """Fill ``self.up`` (consuming ``skips``); return the output channel count."""
+        ch, ds = self.model_channels * channel_mult[-1], 2 ** (len(channel_mult) - 1)
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                layers: list[nn.Module] = [ResBlock(ch + skips.pop(), self.model_channels * mult, **block)]
+                ch = self.model_channels * mult
+                if ds in attn["attention_ds"]:
+                    layers.append(AttentionBlock(ch, head_channels=attn["head_channels"]))
+                if level and i == num_res_blocks:
+                    layers.append(Upsample(ch))
+                    ds //= 2
+                self.up.append(EmbedSequential(*layers))
+        assert not skips, "every skip connection is used once"
+        return ch
+
+    def _check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                      doy: torch.Tensor) -> None:
+        n, c, h, w = x_t.shape
+        assert c == self.target_channels, f"x_t has {c} channels, the model {self.target_channels}"
+        assert cond.shape == (n, self.cond_channels, h, w), \
+            f"cond {tuple(cond.shape)}, expected {(n, self.cond_channels, h, w)}"
+        assert t.shape == (n,) and doy.shape == (n,), \
+            f"t {tuple(t.shape)} and doy {tuple(doy.shape)} must be [{n}]"
+        factor = 2 ** (self.levels - 1)
+        assert h % factor == 0 and w % factor == 0, \
+            f"H, W = {h}, {w} must be multiples of {factor} for {self.levels} resolution levels"
+
+    def embedding(self, t: torch.Tensor, doy: torch.Tensor) -> torch.Tensor:
+        """Time plus day-of-year embedding ``[N, 4 · model_channels]``, in the parameters' dtype."""
+        dtype = self.time_embed[0].weight.dtype
+        return (self.time_embed(timestep_embedding(t, self.model_channels).to(dtype))
+                + self.doy_embed(doy_features(doy, self.doy_harmonics).to(dtype)))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                doy: torch.Tensor) -> torch.Tensor:
+        assert x_t.ndim == 4, f"x_t must be [N, C, H, W], got {tuple(x_t.shape)}"
+        self._check_inputs(x_t, t, cond, doy)
+        emb = self.embedding(t, doy)
+        h = torch.cat([x_t, cond.to(x_t.dtype)], dim=1)
+        skips = []
+        for layers in self.down:
+            h = layers(h, emb)
+            skips.append(h)
+        h = self.middle(h, emb)
+        for layers in self.up:
+            h = layers(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h)
