@@ -128,7 +128,7 @@ def _master_port(row: Launcher, env: Mapping[str, str]) -> int:
     if "MASTER_PORT" in env:
         return _int(env, "MASTER_PORT", DEFAULT_PORT)
     job_id = {"slurm": "SLURM_JOB_ID", "submitit-local": "SUBMITIT_LOCAL_JOB_ID"}.get(row.name)
-    if job_id in env:
+    if job_id is not None and job_id in env:
         # Distinct jobs sharing a node must not collide on the rendezvous port.
         return 20000 + _int(env, job_id, 0) % 20000
     return DEFAULT_PORT
