@@ -31,6 +31,9 @@ def command(name: str) -> Callable[[Handler], Handler]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcdiff", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"hpcdiff {__version__}")
+    # The deepspeed launcher puts --local_rank before the sub-command; the rank comes from the
+    # environment (LOCAL_RANK) through hpcdiff/dist.py, so the flag is accepted and ignored.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     overrides = argparse.ArgumentParser(add_help=False)
     overrides.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

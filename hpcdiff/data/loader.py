@@ -5,9 +5,11 @@ consecutive samples of one shard, read with one contiguous read per dataset (``t
 the epoch's plan shuffles the order of the runs and, when ``batch_size > batch_chunk``, shifts where
 runs start by a random multiple of ``batch_chunk`` (so batch composition changes between epochs while
 reads stay chunk-aligned). The plan of epoch ``e`` depends only on ``(seed, e, rank, world_size)``:
-training resumes mid-epoch from (epoch, batch index). Ranks take disjoint contiguous slices of the
-same shuffled run list, all of the same length (``drop_last``; without it the list is padded by
-wrapping around, as ``DistributedSampler`` does).
+training resumes mid-epoch from (epoch, batch index). Ranks take disjoint strided shares of the
+same shuffled run list (rank r gets runs r, r + W, r + 2W, ...), all of the same length (``drop_last``;
+without it the list is padded by wrapping around, as ``DistributedSampler`` does). Striding makes the
+runs of global step k the same whether W ranks take one each or one rank accumulates W of them, so
+2 ranks x 1 micro-batch train exactly like 1 rank x 2 accumulation steps.
 
 HDF5 handles open lazily in each worker process and are dropped when the dataset is pickled. Call
 :meth:`ShardDataset.set_epoch` before creating the DataLoader iterator of each epoch (workers get a
@@ -60,7 +62,7 @@ def plan_epoch(sizes: Sequence[int], *, batch_size: int, chunk: int, seed: int, 
     else:
         per_rank = math.ceil(len(runs_array) / world_size)
         runs_array = np.resize(runs_array, (per_rank * world_size, 3))  # wraps around
-    return runs_array[rank * per_rank:(rank + 1) * per_rank]
+    return runs_array[:per_rank * world_size][rank::world_size]
 
 
 def day_of_year(days: np.ndarray) -> np.ndarray:
@@ -98,6 +100,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self._static = np.stack([forward(fields[c["name"]], c["stats"]).astype(np.float32)
                                  for c in self.manifest["static_channels"]])
         self.mask = torch.from_numpy(fields["lsm"].astype(np.float32))[None, None]
+        self.sdf_km = fields["sdf"].astype(np.float64)  # [H, W], km, positive on land
         self.weight = torch.from_numpy(sdf_weights(fields["sdf"]).astype(np.float32))[None, None]
 
     @property

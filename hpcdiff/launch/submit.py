@@ -21,6 +21,7 @@ from hpcdiff.config import dump_config, from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.sbatch import submitit_parameters
 from hpcdiff.launch.signals import StopFlag
+from hpcdiff.train.engine import deepspeed_config
 from hpcdiff.train.job import SlurmSection, TrainJob, batch_arithmetic
 
 EXECUTORS = ("slurm", "local", "debug")
@@ -81,6 +82,7 @@ def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: st
     """Check the job, write the resolved config into ``run_dir`` and submit it; returns the submitit job."""
     world = world_size_of(job.slurm, executor)
     plan = batch_arithmetic(job.train, world)  # fail here, before anything is queued
+    deepspeed_config(job, plan, on_gpu=executor == "slurm")
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(job, run_dir / "config.yaml")

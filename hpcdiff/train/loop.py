@@ -25,6 +25,7 @@ from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data.loader import ShardDataset
 from hpcdiff.diffusion.gaussian import GaussianDiffusion
 from hpcdiff.diffusion.schedules import make_betas
+from hpcdiff.diffusion.weights import sdf_weights
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.models import build_model
@@ -73,7 +74,12 @@ def build_diffusion(job: TrainJob) -> GaussianDiffusion:
 
 def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
     """Per-pixel weights ``[1, 1, H, W]`` (mean 1) from the coast distance, or ``None``."""
-    return train_ds.weight if job.diffusion.sdf_weights.enabled else None
+    w = job.diffusion.sdf_weights
+    if not w.enabled:
+        return None
+    weight = sdf_weights(train_ds.sdf_km, land_weight=w.land_weight, sea_scale_km=w.sea_scale_km,
+                         floor=w.floor)
+    return torch.from_numpy(weight.astype("float32"))[None, None]
 
 
 def batch_stream(dataset: ShardDataset, *, start: int, num_workers: int) -> Iterator[tuple[int, dict]]:
@@ -113,6 +119,9 @@ class Trainer:
         self.spec = model_spec(job, self.train_ds)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
+        if self.resume_from is not None:  # refuse a mismatch before any process group or model exists
+            checkpoint.check_compatible(checkpoint.load_state(self.resume_from), model_spec=self.spec,
+                                        path=self.resume_from)
         self._build()
 
     def _build(self) -> None:
@@ -132,9 +141,7 @@ class Trainer:
         self.weight = loss_weight(job, self.train_ds)
         self.step = 0
         if self.resume_from is not None:
-            state = checkpoint.load_state(self.resume_from)
-            checkpoint.check_compatible(state, model_spec=self.spec, path=self.resume_from)
-            checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
+            state = checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
             self.ema.load_state_dict(state["ema"])
             self.step = int(state["step"])
 
@@ -273,8 +280,8 @@ class Trainer:
     def _after_step(self, metrics: dict[str, Any], log: MetricsLog, bar: Any) -> None:
         job = self.job
         if self.step % job.train.log_every == 0 or self.step == job.train.max_steps:
-            metrics = self._averaged(metrics, ("loss", "mse", "vlb", "samples_per_s_total"))
-            metrics["samples_per_s_total"] *= self.env.world_size  # sum over ranks, not mean
+            metrics = self._averaged(metrics, ("loss", "mse", "vlb", "samples_per_s_rank", "data_wait_share"))
+            metrics["samples_per_s_total"] = metrics["samples_per_s_rank"] * self.env.world_size
             log.log("train", {"step": self.step, **metrics})
         if self.step % job.train.val_every == 0 or self.step == job.train.max_steps:
             val = self.validate()

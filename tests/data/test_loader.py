@@ -103,3 +103,15 @@ def test_unknown_or_empty_split(dataset, tmp_path):
         ShardDataset(dataset, "holdout", batch_size=2)
     with pytest.raises(HpcdiffError, match="no manifest.json"):
         ShardDataset(tmp_path, "train", batch_size=2)
+
+
+def test_ranks_stride_so_accumulation_equals_more_ranks():
+    """Global step k sees the same runs with 2 ranks x 1 micro-batch as with 1 rank x 2 accumulated."""
+    sizes = [24, 17, 9]
+    kw = {"batch_size": 3, "chunk": 1, "seed": 2, "epoch": 5}
+    one = plan_epoch(sizes, rank=0, world_size=1, **kw)
+    two = [plan_epoch(sizes, rank=r, world_size=2, **kw) for r in range(2)]
+    steps = min(len(two[0]), len(one) // 2)
+    for k in range(steps):
+        from_one = {tuple(one[2 * k]), tuple(one[2 * k + 1])}
+        assert from_one == {tuple(two[0][k]), tuple(two[1][k])}

@@ -1,0 +1,52 @@
+"""Helpers for training tests: the real command line in subprocesses (DeepSpeed initializes
+torch.distributed in the process; a subprocess keeps pytest's own clean)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_JOB = REPO / "jobs" / "demo_train.yaml"
+# A few steps of the tiny U-Net; every test overrides what it varies.
+TINY = ("model.preset=tiny", "train.global_batch=4", "train.max_steps=6", "train.log_every=1",
+        "train.val_every=3", "train.ckpt_every=2", "train.keep_last=5", "train.tensorboard=false",
+        "optim.warmup_steps=2", "train.precision=fp32")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "OMPI_", "PMI_", "PMIX_", "MASTER_", "RANK", "LOCAL_RANK",
+                                "WORLD_SIZE", "SUBMITIT_"))}
+    return {**env, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", **extra}
+
+
+def train_cmd(dataset: Path, out: Path, *overrides: str, launcher: tuple[str, ...] = ()) -> list[str]:
+    sets = [a for o in (f"data.dataset={dataset}", *TINY, *overrides) for a in ("--set", o)]
+    # A launcher ends with what runs the module: `python` for torchrun --no-python, `--module` for deepspeed.
+    module = ["hpcdiff.cli"] if launcher and launcher[-1] == "--module" else ["-m", "hpcdiff.cli"]
+    return [*launcher, *([] if launcher else [sys.executable]), *module, "train", str(TRAIN_JOB),
+            "--out", str(out), "--no-progress", *sets]
+
+
+def run_train(dataset: Path, out: Path, *overrides: str, launcher: tuple[str, ...] = (),
+              timeout_s: float = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run(train_cmd(dataset, out, *overrides, launcher=launcher), env=child_env(),
+                          capture_output=True, text=True, timeout=timeout_s)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def torchrun(n: int) -> tuple[str, ...]:
+    exe = Path(sys.executable).with_name("torchrun")
+    return (str(exe), "--nproc_per_node", str(n), "--master_port", str(free_port()), "--no-python",
+            sys.executable)
