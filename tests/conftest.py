@@ -1,4 +1,5 @@
-"""Shared fixtures: the single-host SLURM test cluster (slurm/testcluster) for tests marked `slurm`."""
+"""Shared fixtures: the single-host SLURM test cluster (slurm/testcluster) for tests marked `slurm`, and a
+tiny preprocessed synthetic dataset."""
 
 import os
 import shlex
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import pytest
 import submitit
+from trainrun import REPO
+
+from hpcdiff.cli import main
 
 TESTCLUSTER = Path(__file__).resolve().parents[1] / "slurm" / "testcluster"
 
@@ -66,6 +70,16 @@ def submitit_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "submitit"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """The `tiny` synthetic world, preprocessed with preprocess/synthetic.yaml (seconds to make)."""
+    base = tmp_path_factory.mktemp("tiny")
+    assert main(["synth", str(base / "world"), "--preset", "tiny", "--no-progress"]) == 0
+    assert main(["preprocess", str(REPO / "preprocess" / "synthetic.yaml"), "--out", str(base / "ds"),
+                 "--set", f"root={base / 'world'}", "--no-progress"]) == 0
+    return base / "ds"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -95,6 +95,15 @@ def batch_stream(dataset: ShardDataset, *, start: int, num_workers: int) -> Iter
         epoch, offset = epoch + 1, 0
 
 
+def local_grad_norm(model: torch.nn.Module) -> float | None:
+    """L2 norm of the gradients held in ``model``'s parameters, or ``None`` where an optimizer keeps
+    them elsewhere (ZeRO partitions, low-precision wrappers)."""
+    grads = [p.grad.detach().float() for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -139,7 +148,7 @@ class Trainer:
         self.diffusion = build_diffusion(job)
         self.ema = EMA(self.engine.module, decay=job.train.ema_decay)
         self.weight = loss_weight(job, self.train_ds)
-        self.step = 0
+        self.step, self._grad_norm = 0, None
         if self.resume_from is not None:
             state = checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
             self.ema.load_state_dict(state["ema"])
@@ -163,6 +172,8 @@ class Trainer:
             t.to(self.device), noise=noise.to(self.device), weight=weight)
         loss = losses["loss"].mean()
         self.engine.backward(loss)
+        if self.engine.is_gradient_accumulation_boundary():
+            self._grad_norm = local_grad_norm(self.engine.module)  # all-reduced grads, before clipping
         self.engine.step()
         return {k: float(v.detach().mean()) for k, v in losses.items()}
 
@@ -178,7 +189,8 @@ class Trainer:
         self.ema.update(self.engine.module)
         elapsed = time.perf_counter() - start
         per_rank = self.plan.micro_batch * self.plan.accum_steps / elapsed
-        grad_norm = self.engine.get_global_grad_norm()
+        grad_norm = self.engine.get_global_grad_norm()  # ZeRO and bf16/fp16 optimizers track it
+        grad_norm = self._grad_norm if grad_norm is None else grad_norm
         return {**sums, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": None if grad_norm is None else float(grad_norm),
                 "samples_per_s_rank": per_rank, "samples_per_s_total": per_rank * self.env.world_size,

@@ -56,6 +56,7 @@ def test_run_folder_holds_logs_checkpoints_and_config(one_rank):
     rows = losses(one_rank)
     assert [s for s, _, _ in rows] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(loss) for _, loss, _ in rows)
+    assert all(float(r["grad_norm"]) > 0 for r in read_csv(one_rank / "train.csv"))
     assert [float(r["val_loss"]) > 0 for r in read_csv(one_rank / "val.csv")] == [True, True]
     state = load_state(latest(one_rank / "checkpoints"))
     assert state["step"] == 6 and state["loader"]["micro_step"] == 12

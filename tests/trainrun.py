@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TRAIN_JOB = REPO / "jobs" / "demo_train.yaml"
 # A few steps of the tiny U-Net; every test overrides what it varies.
 TINY = ("model.preset=tiny", "train.global_batch=4", "train.max_steps=6", "train.log_every=1",
