@@ -32,7 +32,7 @@ setup(
     extras_require={
         "mpi": ["mpi4py>=3.1", "mpich"],
         "deepspeed": ["deepspeed>=0.14"],
-        "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5", "compliance-checker>=5.1"],
     },
     entry_points={"console_scripts": ["hpcdiff = hpcdiff.cli:main"]},
 )

@@ -40,6 +40,11 @@ _Loader.add_implicit_resolver(
     |\.(?:nan|NaN|NAN))$""", re.VERBOSE),
     list("-+0123456789."),
 )
+# ISO dates stay strings (``start: 2001-09-08``): configs hold dates as ``str``, never ``datetime.date``.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
 
 
 def _yaml_load(text: str) -> Any:

@@ -33,18 +33,27 @@ class DateSelection:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSection:
+    """How each date is sampled. ``steps``: ``None`` is the sampler's default
+    (:data:`hpcdiff.diffusion.samplers.DEFAULT_STEPS`), chosen from the trained schedule by ``spacing``.
+    ``batch_size`` rows of (date, member) pairs per network call, packed across dates. ``precision``:
+    ``auto`` is bf16 autocast on a GPU that has it, fp16 on other GPUs, fp32 on CPU. ``checkpoint``:
+    ``latest`` (of ``RUN/checkpoints``), a checkpoint folder name there, or a path."""
+
     members: int = 8
     sampler: str = "dpmpp_2m"
     steps: int | None = None
+    spacing: Literal["logsnr", "uniform"] = "logsnr"
     eta: float = 0.0
     batch_size: int = 16
     seed: int = 0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint: str = "latest"
 
     def __post_init__(self) -> None:
         if self.members <= 0 or self.batch_size <= 0:
             raise ValueError("members and batch_size must be positive")
+        if self.steps is not None and self.steps <= 0:
+            raise ValueError("steps must be positive (or null for the sampler's default)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +63,10 @@ class ArraySection:
 
     tasks: int = 4
     parallelism: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tasks <= 0 or self.parallelism <= 0:
+            raise ValueError("tasks and parallelism must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

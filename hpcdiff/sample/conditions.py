@@ -1,0 +1,86 @@
+"""The conditions of single dates of a preprocessed dataset, wherever (split, shard, row) they lie.
+
+Sampling needs exactly what the training loader gives the network (:class:`hpcdiff.data.loader.
+ShardDataset`): the normalized dynamic ERA5 channels of the date, then the normalized static channels,
+and the day of year. Planning (which row holds which date) is separate from reading; HDF5 handles open
+on first use and are closed by :meth:`ConditionReader.close`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from hpcdiff.data.loader import day_of_year
+from hpcdiff.data.shards import open_shard, read_manifest, read_rows
+from hpcdiff.data.transforms import forward
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.sample.dates import iso_date
+
+
+def split_dates(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Split name -> the ISO dates it holds, from the manifest."""
+    return {name: list(split.get("dates", [])) for name, split in manifest["splits"].items()}
+
+
+def date_index(root: Path, manifest: Mapping[str, Any]) -> dict[str, tuple[Path, int]]:
+    """ISO date -> (shard path, row), read from every shard's ``time [n]`` (days since 1970-01-01)."""
+    index: dict[str, tuple[Path, int]] = {}
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            path = Path(root) / shard["path"]
+            with open_shard(path) as f:
+                days = f["time"][...]
+            index.update({iso_date(d): (path, row) for row, d in enumerate(days.tolist())})
+    return index
+
+
+def normalized_statics(root: Path, manifest: Mapping[str, Any]) -> np.ndarray:
+    """The normalized static channels ``[Cs, H, W]`` float32, in the manifest's order."""
+    channels = manifest["static_channels"]
+    with h5py.File(Path(root) / manifest["static"]["path"], "r") as f:
+        return np.stack([forward(f[c["name"]][...], c["stats"]).astype(np.float32) for c in channels])
+
+
+class ConditionReader:
+    """Normalized conditions ``[Cc + Cs, H, W]`` and the day of year of any date the dataset holds."""
+
+    def __init__(self, dataset: Path) -> None:
+        self.root = Path(dataset)
+        self.manifest = read_manifest(self.root)
+        self.index = date_index(self.root, self.manifest)
+        self.static = normalized_statics(self.root, self.manifest)
+        self.dynamic = len(self.manifest["conditions"])
+        self._files: dict[Path, h5py.File] = {}
+
+    @property
+    def channels(self) -> int:
+        return self.dynamic + self.static.shape[0]
+
+    def read(self, date: str) -> tuple[np.ndarray, float]:
+        """``(cond [Cc + Cs, H, W] float32, day of year)`` of ``date`` (ISO)."""
+        if date not in self.index:
+            raise HpcdiffError(f"{self.root}: holds no sample for {date}")
+        path, row = self.index[date]
+        if path not in self._files:
+            self._files[path] = open_shard(path)
+        cond = np.empty((1, self.channels, *self.static.shape[1:]), np.float32)
+        read_rows(self._files[path]["cond"], cond, row)  # dynamic channels first, then the statics
+        cond[0, self.dynamic:] = self.static
+        days = np.datetime64(date, "D") - np.datetime64("1970-01-01", "D")
+        return cond[0], float(day_of_year(np.array([days.astype(np.int64)]))[0])
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def __enter__(self) -> ConditionReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,97 @@
+"""Which dates a sampling run covers: a :class:`~hpcdiff.sample.job.DateSelection` resolved against the
+dates a dataset holds, and the split of a date list into job-array chunks.
+
+Dates are ISO strings ``YYYY-MM-DD`` everywhere in plans and part names; seeds use the integer day
+number since 1970-01-01 (:func:`days_since_epoch`), the dataset's own time axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.sample.job import DateSelection
+
+EPOCH = np.datetime64("1970-01-01", "D")
+SHOW = 10  # dates named in an error message before "... and N more"
+
+
+def days_since_epoch(date: str) -> int:
+    """``"2001-09-08"`` -> days since 1970-01-01 (int)."""
+    return int((np.datetime64(date, "D") - EPOCH).astype(np.int64))
+
+
+def iso_date(days: int) -> str:
+    """Days since 1970-01-01 -> ``"YYYY-MM-DD"``."""
+    return str(EPOCH + np.timedelta64(int(days), "D"))
+
+
+def parse_date(text: str, *, where: str) -> str:
+    """Validate and normalize one ISO date; a one-line error naming ``where`` otherwise."""
+    try:
+        value = np.datetime64(str(text).strip(), "D")
+    except ValueError:
+        raise HpcdiffError(f"{where}: {text!r} is not an ISO date (YYYY-MM-DD)") from None
+    return str(value)
+
+
+def name_some(items: Sequence[str], *, show: int = SHOW) -> str:
+    """``"a, b, c"`` or ``"a, b, ... and 7 more"``."""
+    head = ", ".join(items[:show])
+    return head if len(items) <= show else f"{head}, ... and {len(items) - show} more"
+
+
+def read_date_file(path: Path) -> list[str]:
+    """One ISO date per line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        raise HpcdiffError(f"{path}: cannot read the date file ({err.strerror})") from None
+    texts = [line.split("#", 1)[0].strip() for line in lines]
+    return [parse_date(t, where=f"{path} line {i + 1}") for i, t in enumerate(texts) if t]
+
+
+def select_dates(selection: DateSelection, splits: Mapping[str, Sequence[str]], *, where: str) -> list[str]:
+    """The sorted, de-duplicated dates ``selection`` asks for, out of ``splits`` (split name -> ISO dates
+    the dataset at ``where`` holds). An explicit list, range or file wins over ``split`` and may take
+    dates from any split; a listed date that the dataset lacks is an error naming it, while a range
+    keeps the dataset's dates inside it. ``limit`` keeps the first N (chronologically)."""
+    held = sorted({d for dates in splits.values() for d in dates})
+    if selection.dates or selection.file is not None:
+        raw = selection.dates if selection.dates else read_date_file(selection.file)
+        wanted = sorted({parse_date(d, where=f"{where}: dates") for d in raw})
+        lacking = sorted(set(wanted) - set(held))
+        if lacking:
+            span = f"{held[0]} .. {held[-1]}" if held else "none"
+            raise HpcdiffError(f"{where}: {len(lacking)} requested date(s) not in the dataset: "
+                               f"{name_some(lacking)} (it holds {len(held)} dates, {span})")
+    elif selection.start is not None:
+        start, end = (parse_date(d, where=f"{where}: dates") for d in (selection.start, selection.end))
+        wanted = [d for d in held if start <= d <= end]
+        if not wanted:
+            raise HpcdiffError(f"{where}: the dataset holds no date in {start} .. {end}")
+    elif selection.split is not None:
+        if selection.split not in splits:
+            raise HpcdiffError(f"{where}: no split {selection.split!r} (splits: {', '.join(splits)})")
+        wanted = sorted(set(splits[selection.split]))
+        if not wanted:
+            raise HpcdiffError(f"{where}: split {selection.split!r} holds no dates")
+    else:
+        raise HpcdiffError(f"{where}: no dates selected: set dates.split, dates.dates, dates.start/end or "
+                           "dates.file")
+    return wanted[:selection.limit] if selection.limit is not None else wanted
+
+
+def chunks(dates: Sequence[str], count: int) -> list[list[str]]:
+    """Split ``dates`` into at most ``count`` contiguous, non-empty chunks whose sizes differ by at
+    most one (the job array's tasks)."""
+    assert count > 0, count
+    n = min(count, len(dates))
+    if n == 0:
+        return []
+    size, extra = divmod(len(dates), n)
+    bounds = np.cumsum([0] + [size + (k < extra) for k in range(n)])
+    return [list(dates[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -1,0 +1,234 @@
+"""Ensemble sampling: M members for each date of a plan, written as one atomic part file per date.
+
+Rows are (date, member) pairs, date-major; a batch is ``batch_size`` consecutive rows, so members and
+dates are packed together to fill the device. Every row gets its own generator seeded from
+``mix_seed(seed, days since 1970-01-01, member)``, so its noise is the same whatever the batching.
+
+The network is always called with exactly ``batch_size`` rows (a short last batch is padded with copies
+of its last row, whose results are dropped): BLAS and convolution libraries choose kernels by shape
+(a matrix-vector kernel for one row, other blockings for other sizes) and so sum in another order, and
+one fixed shape makes a row's arithmetic the same wherever it lands. A member is therefore bit for bit
+the same whatever the job-array chunking, a resume, or the dates next to it; across *different*
+``batch_size`` values it agrees to floating-point rounding (bit for bit on this project's CPUs in the
+tests, not promised by any library).
+
+:func:`sample_ensemble` is the one entry point, used by ``hpcdiff sample`` and by every array task of
+``hpcdiff submit sample``: it loads the checkpoint once, writes or checks ``plan.json``, skips dates
+whose part is complete and samples the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpcdiff.config import dump_config
+from hpcdiff.data.shards import read_manifest
+from hpcdiff.diffusion.samplers import sample
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.fsutil import ensure_writable_dir
+from hpcdiff.models import eps_model_fn
+from hpcdiff.sample import parts
+from hpcdiff.sample.conditions import ConditionReader, split_dates
+from hpcdiff.sample.dates import days_since_epoch, name_some, select_dates
+from hpcdiff.sample.job import SampleJob
+from hpcdiff.sample.run import (
+    TrainedRun,
+    autocast_dtype,
+    default_device,
+    load_network,
+    open_run,
+    precision_name,
+    resolved_steps,
+    sampling_diffusion,
+)
+from hpcdiff.seeding import generator
+
+PLAN_VERSION = 1
+Row = tuple[str, int]  # (ISO date, member)
+
+
+@dataclasses.dataclass
+class SampleSummary:
+    """What one call of :func:`sample_ensemble` did."""
+
+    out: Path
+    written: list[str]  # dates whose part this call wrote
+    skipped: int  # requested dates that were complete already
+    samples: int
+    startup_s: float  # start to "ready to sample": checkpoint load, plan, network build, date index
+    seconds: float
+
+    def describe(self) -> str:
+        if not self.written:
+            return f"nothing to do: all {self.skipped} requested dates are sampled already in {self.out}"
+        rate = self.samples / max(self.seconds - self.startup_s, 1e-9)
+        return (f"{len(self.written)} date(s) sampled ({self.samples} samples, {rate:.2f} samples/s after "
+                f"{self.startup_s:.1f} s start-up), {self.skipped} already done; parts in "
+                f"{self.out / 'parts'}")
+
+
+def make_plan(job: SampleJob, run: TrainedRun) -> dict[str, Any]:
+    """What the run must contain, fixed at its first start: a rerun with another plan is refused."""
+    manifest = read_manifest(run.dataset)
+    dates = select_dates(job.dates, split_dates(manifest), where=str(run.dataset))
+    s = job.sample
+    return {"version": PLAN_VERSION, "run": str(run.run_dir), "checkpoint": str(run.checkpoint),
+            "checkpoint_step": run.step, "dataset": str(run.dataset), "dates": dates,
+            "members": s.members, "sampler": s.sampler, "steps": resolved_steps(s, run.train_job),
+            "spacing": s.spacing, "eta": s.eta, "seed": s.seed, "precision": s.precision,
+            "channels": [c["name"] for c in run.manifest["targets"]], "targets": run.manifest["targets"],
+            "image_shape": list(run.spec["image_shape"])}
+
+
+def prepare(job: SampleJob, run_dir: Path, out: Path) -> tuple[SampleJob, TrainedRun, dict[str, Any]]:
+    """Load the run, write (or check) ``OUT/plan.json`` and the resolved config ``OUT/config.yaml``."""
+    job, run = open_run(job, run_dir)
+    plan = make_plan(job, run)
+    ensure_writable_dir(Path(out))
+    parts.write_plan(out, plan)
+    dump_config(job, Path(out) / "config.yaml")
+    return job, run, plan
+
+
+def pending_dates(out: Path, plan: dict[str, Any], dates: Sequence[str] | None) -> list[str]:
+    """The dates of ``dates`` (default: the whole plan) whose part is not complete yet, in plan order."""
+    wanted = plan["dates"] if dates is None else list(dates)
+    unplanned = sorted(set(wanted) - set(plan["dates"]))
+    if unplanned:
+        raise HpcdiffError(f"{out}: date(s) not in the plan: {name_some(unplanned)}")
+    done = parts.finished_dates(out, members=plan["members"])
+    return [d for d in wanted if d not in done]
+
+
+def packed_rows(dates: Sequence[str], *, members: int, batch_size: int) -> Iterator[list[Row]]:
+    """Batches of ``batch_size`` consecutive (date, member) rows, date-major (the last may be short)."""
+    rows = [(d, m) for d in dates for m in range(members)]
+    for start in range(0, len(rows), batch_size):
+        yield rows[start:start + batch_size]
+
+
+def padded(rows: Sequence[Row], size: int) -> list[Row]:
+    """``rows`` filled up to ``size`` with copies of the last row (one call shape for every batch)."""
+    assert 0 < len(rows) <= size, (len(rows), size)
+    return [*rows, *[rows[-1]] * (size - len(rows))]
+
+
+class EnsembleSampler:
+    """The network, diffusion and conditions of one task, loaded once; :meth:`draw` samples rows."""
+
+    def __init__(self, run: TrainedRun, plan: dict[str, Any], *, device: torch.device) -> None:
+        self.plan, self.device = plan, device
+        self.model = load_network(run, device=device)
+        self.diffusion = sampling_diffusion(run.train_job, steps=plan["steps"], spacing=plan["spacing"])
+        self.autocast = autocast_dtype(plan["precision"], device)
+        self.reader = ConditionReader(run.dataset)
+        self.shape = (len(plan["channels"]), *plan["image_shape"])
+        self._cond: dict[str, tuple[np.ndarray, float]] = {}
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.autocast)
+
+    def conditions(self, date: str) -> tuple[np.ndarray, float]:
+        """``(cond [Cc + Cs, H, W], day of year)`` of ``date``, read once while its members are drawn."""
+        if date not in self._cond:
+            self._cond[date] = self.reader.read(date)
+        return self._cond[date]
+
+    def _model_fn(self, cond: torch.Tensor, doy: torch.Tensor) -> Any:
+        fn = eps_model_fn(self.model, cond, doy)
+        if self.autocast is None:
+            return fn
+
+        def autocast_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                out = fn(x_t, t)
+            return out.float()  # the diffusion math stays in fp32
+
+        return autocast_fn
+
+    def draw(self, rows: Sequence[Row]) -> np.ndarray:
+        """Samples ``[len(rows), Ct, H, W]`` float32 (normalized) for the (date, member) ``rows``; a call
+        shape of exactly ``len(rows)`` (see the module docstring for why callers pad)."""
+        conds = [self.conditions(d) for d, _ in rows]
+        cond = torch.from_numpy(np.stack([c for c, _ in conds])).to(self.device)
+        doy = torch.tensor([v for _, v in conds], dtype=torch.float32, device=self.device)
+        generators = [generator(self.plan["seed"], days_since_epoch(d), m) for d, m in rows]
+        x = sample(self._model_fn(cond, doy), self.diffusion, (len(rows), *self.shape),
+                   sampler=self.plan["sampler"], steps=self.diffusion.num_steps, eta=self.plan["eta"],
+                   generators=generators, device=self.device)
+        assert x.shape == (len(rows), *self.shape), (tuple(x.shape), self.shape)
+        return x.float().cpu().numpy()
+
+    def generate(self, dates: Sequence[str], *, batch_size: int,
+                 progress: bool) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(date, members [M, Ct, H, W])`` as each date of ``dates`` completes."""
+        members = self.plan["members"]
+        pending: dict[str, np.ndarray] = {}
+        filled: dict[str, int] = {}
+        bar = _progress_bar(enabled=progress, total=len(dates) * members)
+        try:
+            for rows in packed_rows(dates, members=members, batch_size=batch_size):
+                drawn = self.draw(padded(rows, batch_size))[:len(rows)]
+                for (date, member), x in zip(rows, drawn, strict=True):
+                    pending.setdefault(date, np.empty((members, *self.shape), np.float32))[member] = x
+                    filled[date] = filled.get(date, 0) + 1
+                    if filled[date] == members:
+                        self._cond.pop(date, None)
+                        yield date, pending.pop(date)
+                if bar is not None:
+                    bar.update(len(rows))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _progress_bar(*, enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="sample", unit="sample", dynamic_ncols=True, file=sys.stderr)
+
+
+def sample_ensemble(job: SampleJob, run_dir: Path, out: Path, *, dates: Sequence[str] | None = None,
+                    progress: bool = True, device: torch.device | str | None = None) -> SampleSummary:
+    """Sample the missing dates of ``dates`` (default: all planned) of ``job`` with the run ``run_dir``
+    into ``out``: ``out/plan.json``, ``out/config.yaml`` and ``out/parts/<date>.h5`` (see
+    :mod:`hpcdiff.sample.parts`). Loads the checkpoint once; a date is written only when all its members
+    are drawn, so an interrupted call loses at most the dates in flight."""
+    start, out = time.perf_counter(), Path(out)
+    job, run, plan = prepare(job, run_dir, out)
+    todo = pending_dates(out, plan, dates)
+    skipped = (len(plan["dates"]) if dates is None else len(dates)) - len(todo)
+    if not todo:
+        return SampleSummary(out, [], skipped, 0, time.perf_counter() - start, time.perf_counter() - start)
+    device = default_device() if device is None else torch.device(device)
+    sampler = EnsembleSampler(run, plan, device=device)
+    startup = time.perf_counter() - start
+    print(f"hpcdiff sample: {len(todo)} date(s) x {plan['members']} members ({skipped} done already); "
+          f"{plan['sampler']} {plan['steps']} steps, batch {job.sample.batch_size}, {sampler.precision} on "
+          f"{device}; checkpoint {run.checkpoint} (step {run.step})", file=sys.stderr, flush=True)
+    attrs = {"checkpoint": plan["checkpoint"], "checkpoint_step": plan["checkpoint_step"],
+             "sampler": plan["sampler"], "steps": plan["steps"], "seed": plan["seed"],
+             "precision": sampler.precision, "device": str(device)}
+    written = []
+    try:
+        for date, members in sampler.generate(todo, batch_size=job.sample.batch_size, progress=progress):
+            parts.write_part(out, date, members, attrs=attrs)
+            written.append(date)
+    finally:
+        sampler.close()
+    return SampleSummary(out, written, skipped, len(written) * plan["members"], startup,
+                         time.perf_counter() - start)
