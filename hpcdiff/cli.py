@@ -62,10 +62,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (latest checkpoint in --out, if any) | never | a checkpoint folder")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
+    p = sub.add_parser("evaluate", parents=[overrides, quiet],
+                       help="score a merged ensemble against the truth and baselines; write a report")
+    p.add_argument("samples", type=Path, metavar="SAMPLES.nc",
+                   help="merged ensemble (CF NetCDF from hpcdiff merge)")
+    p.add_argument("--dataset", type=Path, required=True, help="the preprocessed dataset holding the truth")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT",
+                   help="report folder to create (replaced on rerun)")
+    p.add_argument("--oracle-members", type=int, default=None, metavar="N",
+                   help="oracle ensemble size on synthetic worlds (default: as many as the samples)")
+    p.add_argument("--oracle-seed", type=int, default=None, metavar="S",
+                   help="oracle ensemble seed (default: 0)")
+
+    p = sub.add_parser("sample", parents=[overrides, quiet],
+                       help="sample an ensemble: dates x members, resumable (part files per date)")
+    p.add_argument("job", type=Path, help="sampling job (YAML), e.g. jobs/demo_sample.yaml")
+    p.add_argument("--run", type=Path, required=True, help="training run folder (with checkpoints/)")
+    p.add_argument("--out", type=Path, required=True, help="samples folder (plan.json, parts/)")
+
+    p = sub.add_parser("merge", parents=[quiet], help="merge sampled part files into one CF NetCDF")
+    p.add_argument("samples", type=Path, help="samples folder written by hpcdiff sample")
+    p.add_argument("--out", type=Path, default=None, help="NetCDF file (default: SAMPLES.nc next to it)")
+
     p = sub.add_parser("submit", parents=[overrides], help="submit a job to SLURM (or run it locally)")
     p.add_argument("stage", choices=["preprocess", "train", "sample"])
     p.add_argument("job", type=Path, help="job config (YAML) with a slurm: section")
-    p.add_argument("--out", type=Path, help="run folder")
+    p.add_argument("--out", type=Path, help="run folder (train) or samples folder (sample)")
+    p.add_argument("--run", type=Path, help="training run folder to sample from (sample)")
     p.add_argument("--executor", default="slurm", choices=["slurm", "local", "debug"],
                    help="slurm (default) | local: N processes on this machine | debug: in this process")
     p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
@@ -127,6 +150,50 @@ def _train(args: argparse.Namespace) -> int:
     return REQUEUE_EXIT_CODE if result.status == "stopped" else 0
 
 
+@command("sample")
+def _sample(args: argparse.Namespace) -> int:
+    from hpcdiff.config import load_config
+    from hpcdiff.sample.ensemble import sample_ensemble
+    from hpcdiff.sample.job import SampleJob
+
+    job = load_config(SampleJob, args.job, overrides=args.overrides)
+    summary = sample_ensemble(job, args.run, args.out, progress=args.progress)
+    print(f"hpcdiff sample: {summary.describe()}")
+    return 0
+
+
+@command("merge")
+def _merge(args: argparse.Namespace) -> int:
+    from hpcdiff.sample.merge import merge_samples
+
+    out = merge_samples(args.samples, args.out, progress=args.progress)
+    print(f"merged ensemble written to {out}")
+    return 0
+
+
+def _submit_sample(args: argparse.Namespace) -> int:
+    from hpcdiff.config import load_config
+    from hpcdiff.launch.array import deadline_for, submit_sample, wait_array
+    from hpcdiff.sample.job import SampleJob
+
+    if args.run is None or args.out is None:
+        raise HpcdiffError("hpcdiff submit sample needs --run RUN and --out SAMPLES")
+    if args.print_sbatch:
+        raise HpcdiffError("--print-sbatch is available for hpcdiff submit train only")
+    job = load_config(SampleJob, args.job, overrides=args.overrides)
+    submitted = submit_sample(job, args.run, args.out, executor=args.executor)
+    if submitted is None:
+        print(f"{args.out}: every planned date is sampled already; nothing submitted")
+    elif args.wait if args.wait is not None else args.executor != "slurm":
+        deadline = args.deadline_min * 60 if args.deadline_min else deadline_for(job, len(submitted.chunks))
+        wait_array(submitted, deadline_s=deadline)
+        print(f"sampling finished: {len(submitted.planned)} dates in {args.out}")
+    else:
+        print(f"sampling array submitted ({len(submitted.chunks)} tasks); when it has finished: "
+              f"hpcdiff merge {args.out} (rerun this command to resubmit dates that are missing)")
+    return 0
+
+
 @command("submit")
 def _submit(args: argparse.Namespace) -> int:
     from hpcdiff.config import load_config
@@ -134,6 +201,8 @@ def _submit(args: argparse.Namespace) -> int:
     from hpcdiff.launch.submit import submit_train, wait
     from hpcdiff.train.job import TrainJob
 
+    if args.stage == "sample":
+        return _submit_sample(args)
     if args.stage != "train":
         raise HpcdiffError(f"hpcdiff submit {args.stage} is not available yet; run it directly")
     job = load_config(TrainJob, args.job, overrides=args.overrides)
@@ -149,6 +218,17 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"job {submitted.job_id} finished: {results[0]}")
     else:
         print(f"job {submitted.job_id} submitted")
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from hpcdiff.evaluate.run import evaluate_options, run_evaluate
+
+    options = evaluate_options(args.overrides, oracle_members=args.oracle_members,
+                               oracle_seed=args.oracle_seed)
+    out = run_evaluate(args.samples, args.dataset, args.out, options=options, progress=args.progress)
+    print(f"report written to {out} (metrics.json, report.html)")
     return 0
 
 

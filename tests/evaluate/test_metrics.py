@@ -101,3 +101,44 @@ def test_quantiles_and_wet_days():
     values = np.array([0.0, 0.5, 1.0, 2.0, 10.0]).reshape(1, 1, 5)
     assert metrics.wet_day_frequency(values) == pytest.approx(0.6)
     assert metrics.quantiles(values, np.array([0.0, 0.5, 1.0])).tolist() == [0.0, 1.0, 10.0]
+
+
+@pytest.mark.parametrize("y", [-2.0, 0.4, 3.5])
+def test_fair_crps_of_a_large_gaussian_ensemble_is_the_closed_form(y):
+    rng = np.random.default_rng(5)
+    mu, sigma, members = 0.4, 1.3, 400
+    ens = rng.normal(mu, sigma, size=(4, members, 1, 25))
+    z = (y - mu) / sigma
+    closed = sigma * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / math.sqrt(math.pi))
+    assert metrics.crps_fair(ens, np.full((4, 1, 25), y)) == pytest.approx(closed, rel=0.02)
+
+
+def test_fair_crps_needs_two_members():
+    with pytest.raises(ValueError, match="2 members"):
+        metrics.crps_fair(np.zeros((1, 1, 2, 2)), np.zeros((1, 2, 2)))
+
+
+def test_rank_histogram_of_a_constructed_case():
+    members = np.arange(1.0, 4.0)[None, :, None, None] * np.ones((2, 3, 2, 3))  # members 1, 2, 3 everywhere
+    obs = np.array([[0.5, 1.5, 2.5], [3.5, 3.5, 9.0]])[None].repeat(2, axis=0)  # ranks 0, 1, 2, 3, 3, 3
+    assert metrics.rank_histogram(members, obs).tolist() == [2, 2, 2, 6]
+    mask = np.array([[True, False, False], [False, False, False]])
+    assert metrics.rank_histogram(members, obs, mask).tolist() == [2, 0, 0, 0]
+
+
+def test_spectrum_of_a_diagonal_sine_peaks_at_its_radial_wavenumber():
+    n, dx = 64, 2.5
+    yy, xx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    field = np.cos(2 * np.pi * (6 * xx + 8 * yy) / n)  # |k| = 10 cycles per domain
+    k, psd = metrics.radial_psd(field, dx_km=dx)
+    assert k[np.argmax(psd)] == pytest.approx(10 / (n * dx))
+
+
+def test_spread_skill_above_one_for_an_over_dispersive_ensemble():
+    rng = np.random.default_rng(6)
+    centre = rng.normal(size=(200, 1, 6, 6))
+    obs = centre[:, 0] + rng.normal(size=(200, 6, 6))
+    m = 8
+    wide = centre + 2.0 * rng.normal(size=(200, m, 6, 6))
+    # spread^2 = (M+1)/M * 4, error of the mean = 2 mean(eps) - eta: variance 4/M + 1
+    assert metrics.spread_skill(wide, obs) == pytest.approx(math.sqrt(4 * (m + 1) / (m + 4)), rel=0.05)

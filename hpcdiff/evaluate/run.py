@@ -1,0 +1,195 @@
+"""``hpcdiff evaluate SAMPLES.nc --dataset DATASET --out REPORT``: load the ensemble, the truth and the
+baselines for the sample dates, score them, draw the figures, write the report folder atomically.
+
+REPORT holds ``metrics.json`` (``{variable: {method: {metric: float}}}``, land, all dates; methods
+``model``, ``bilinear`` and, on synthetic worlds, ``oracle``), ``metrics_detail.json`` (``meta`` and, per
+variable, ``scores[region][season][method][metric]`` plus the curves of
+:func:`hpcdiff.evaluate.diagnostics.variable_diagnostics`), ``evaluate.yaml`` (the resolved options),
+the PNG figures, ``report.md`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from hpcdiff import __version__
+from hpcdiff.config import apply_overrides, dump_config, from_dict
+from hpcdiff.data.shards import read_manifest
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.evaluate import baselines, plots
+from hpcdiff.evaluate.diagnostics import variable_diagnostics
+from hpcdiff.evaluate.report import write_reports
+from hpcdiff.evaluate.samples import Samples, read_samples, replace_non_finite
+from hpcdiff.evaluate.scores import season_index, variable_scores
+from hpcdiff.evaluate.truth import Static, load_truth, read_static
+from hpcdiff.fsutil import atomic_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateOptions:
+    oracle_members: int | None = None  # None: as many members as the samples have
+    oracle_seed: int = 0
+    map_dates: int = 3  # dates shown in the sample maps, evenly spread over the sample dates
+    wet_threshold_kg_m2: float = 1.0  # a wet day has at least this much precipitation
+    precipitation: list[str] = dataclasses.field(default_factory=lambda: ["tp"])  # precipitation targets
+
+    def __post_init__(self) -> None:
+        if self.oracle_members is not None and self.oracle_members < 1:
+            raise ValueError("oracle_members must be at least 1")
+        if self.oracle_seed < 0:
+            raise ValueError("oracle_seed must be >= 0")
+        if self.map_dates < 1:
+            raise ValueError("map_dates must be at least 1")
+        if not self.wet_threshold_kg_m2 > 0:
+            raise ValueError("wet_threshold_kg_m2 must be positive")
+
+
+def evaluate_options(overrides: Sequence[str] = (), **flags: Any) -> EvaluateOptions:
+    """Options from command-line flags (None: not given) and ``--set key=value`` overrides."""
+    data = {key: value for key, value in flags.items() if value is not None}
+    return from_dict(EvaluateOptions, apply_overrides(data, overrides), where="hpcdiff evaluate")
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """Everything scored: ``methods[variable][method]`` ``[T, M, H, W]`` and ``truth[variable]``
+    ``[T, H, W]`` in physical units, for ``samples.dates``."""
+
+    manifest: dict[str, Any]
+    static: Static
+    samples: Samples
+    truth: dict[str, np.ndarray]
+    methods: dict[str, dict[str, np.ndarray]]
+    oracle_members: int | None
+
+
+def load_inputs(samples_path: Path, dataset: Path, options: EvaluateOptions) -> Inputs:
+    """Read and check the samples against ``dataset``; the truth, bilinear and (synthetic) oracle."""
+    manifest = read_manifest(dataset)
+    static = read_static(dataset, manifest)
+    units = {c["name"]: c["units"] for c in manifest["targets"]}
+    samples = read_samples(samples_path, variables=units, shape=tuple(manifest["grid"]["shape"]),
+                           x=static.x, y=static.y)
+    truth = load_truth(dataset, manifest, samples.dates)
+    bilinear = baselines.bilinear(dataset, manifest, samples.dates)
+    world = baselines.synthetic_world(manifest)
+    oracle, members = {}, None
+    if world is not None:
+        baselines.check_world_truth(world, manifest, samples.dates, truth=truth)
+        members = options.oracle_members or samples.members
+        oracle = baselines.oracle(world, manifest, samples.dates, members=members, seed=options.oracle_seed)
+    methods = {name: {"model": replace_non_finite(samples.fields[name], truth[name]),
+                      **({"bilinear": bilinear[name]} if name in bilinear else {}),
+                      **({"oracle": oracle[name]} if name in oracle else {})} for name in units}
+    return Inputs(manifest=manifest, static=static, samples=samples, truth=truth, methods=methods,
+                  oracle_members=members)
+
+
+def score_variable(inputs: Inputs, variable: str, options: EvaluateOptions) -> dict[str, Any]:
+    """``metrics_detail.json`` entry of one variable: units, scores and curves."""
+    methods, obs, land = inputs.methods[variable], inputs.truth[variable], inputs.static.land
+    scores = variable_scores(methods, obs, land=land, dates=inputs.samples.dates,
+                             precipitation=variable in options.precipitation,
+                             wet_threshold=options.wet_threshold_kg_m2)
+    units = next(c["units"] for c in inputs.manifest["targets"] if c["name"] == variable)
+    return {"units": units, "scores": scores,
+            **variable_diagnostics(methods, obs, land=land, dx_km=inputs.static.dx_km)}
+
+
+def map_rows(n_dates: int, count: int) -> list[int]:
+    """``count`` date indices evenly spread over ``n_dates`` (all of them when fewer)."""
+    return sorted(set(np.linspace(0, n_dates - 1, min(count, n_dates)).round().astype(int).tolist()))
+
+
+def draw_figures(folder: Path, inputs: Inputs, variable: str, *, detail: Mapping[str, Any],
+                 options: EvaluateOptions) -> list[tuple[str, str]]:
+    """The PNGs of one variable in ``folder``: ``[(caption, file name)]``."""
+    units, methods = detail["units"], inputs.methods[variable]
+    out = [(f"{variable}: sample maps", plots.plot_maps(
+        folder / f"maps_{variable}.png", variable=variable, units=units, dates=inputs.samples.dates,
+        truth=inputs.truth[variable], methods=methods, lsm=inputs.static.lsm,
+        rows=map_rows(inputs.samples.dates.size, options.map_dates),
+        precipitation=variable in options.precipitation))]
+    out.append((f"{variable}: power spectra", plots.plot_spectra(
+        folder / f"spectrum_{variable}.png", variable=variable, spectrum=detail["spectrum"])))
+    if detail["rank_histogram"]["land"]:
+        out.append((f"{variable}: rank histograms", plots.plot_rank_histograms(
+            folder / f"rank_{variable}.png", variable=variable, ranks=detail["rank_histogram"]["land"])))
+    out.append((f"{variable}: distributions and Q–Q", plots.plot_distributions(
+        folder / f"distribution_{variable}.png", variable=variable, units=units,
+        histogram=detail["histogram"], quantiles=detail["quantiles"],
+        log=variable in options.precipitation)))
+    return [(caption, path.name) for caption, path in out]
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN / inf replaced by None, recursively (strict JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def meta(inputs: Inputs, dataset: Path, options: EvaluateOptions) -> dict[str, Any]:
+    dates = inputs.samples.dates
+    return {"hpcdiff_version": __version__, "samples": str(Path(inputs.samples.path).resolve()),
+            "dataset": str(Path(dataset).resolve()), "dates": int(dates.size), "first_date": str(dates.min()),
+            "last_date": str(dates.max()), "members": inputs.samples.members,
+            "oracle_members": inputs.oracle_members,
+            "oracle_seed": options.oracle_seed if inputs.oracle_members else None,
+            "seasons": {k: int(v.size) for k, v in season_index(dates).items()},
+            "land_pixels": int(inputs.static.land.sum()), "pixels": int(inputs.static.land.size),
+            "non_finite": inputs.samples.non_finite, **inputs.samples.attrs}
+
+
+def check_out(out: Path) -> None:
+    """Refuse to replace something that is not an evaluation report (a safety net against ``--out ~``)."""
+    if out.exists() and not (out / "metrics.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise HpcdiffError(f"{out}: exists and is not an evaluation report (no metrics.json); refusing to "
+                           "replace it")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(finite(data), indent=1, allow_nan=False) + "\n")
+
+
+def run_evaluate(samples: Path, dataset: Path, out: Path, *, options: EvaluateOptions | None = None,
+                 progress: bool = True) -> Path:
+    """Evaluate ``samples`` against ``dataset``; the report folder ``out`` appears complete or not at all
+    (a rerun replaces it). Returns ``out``."""
+    options, out = options or EvaluateOptions(), Path(out)
+    check_out(out)
+    inputs = load_inputs(samples, dataset, options)
+    bad = {name: n for name, n in inputs.samples.non_finite.items() if n}
+    if bad:
+        print(f"hpcdiff evaluate: warning: {samples}: non-finite values (diverged samples?) replaced by the "
+              f"truth's extremes: {bad}", file=sys.stderr)
+    detail: dict[str, Any] = {"meta": meta(inputs, dataset, options)}
+    figures = {}
+    with atomic_dir(out) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a report is shared like any folder
+        for variable in tqdm(inputs.methods, desc="evaluate", unit="variable", disable=not progress):
+            detail[variable] = score_variable(inputs, variable, options)
+            figures[variable] = draw_figures(tmp, inputs, variable, detail=detail[variable], options=options)
+        headline = {v: detail[v]["scores"]["land"]["all"] for v in inputs.methods}
+        write_json(tmp / "metrics.json", headline)
+        write_json(tmp / "metrics_detail.json", detail)
+        dump_config(options, tmp / "evaluate.yaml")
+        units = {v: detail[v]["units"] for v in inputs.methods}
+        write_reports(tmp, finite(headline), meta=detail["meta"], figures=figures, units=units)
+    return out
