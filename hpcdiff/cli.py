@@ -7,6 +7,7 @@ Every user-facing failure is an :class:`~hpcdiff.errors.HpcdiffError`, printed a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,7 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("samples", type=Path, help="samples folder written by hpcdiff sample")
     p.add_argument("--out", type=Path, default=None, help="NetCDF file (default: SAMPLES.nc next to it)")
 
-    p = sub.add_parser("submit", parents=[overrides], help="submit a job to SLURM (or run it locally)")
+    p = sub.add_parser("demo", help="the whole chain on the embedded synthetic world (the README's demo)")
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world (default: 0)")
+    p.add_argument("--ranks", type=int, default=2, help="MPI and training ranks (default: 2)")
+    p.add_argument("--quick", action="store_true",
+                   help="a CI-sized run (tiny world, a few steps): proves the chain, not the skill")
+    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of jobs/demo_train.yaml (repeatable)")
+    p.add_argument("--sample-set", dest="sample_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of jobs/demo_sample.yaml (repeatable)")
+
+    p = sub.add_parser("submit", parents=[overrides, quiet], help="submit a job to SLURM (or run it locally)")
     p.add_argument("stage", choices=["preprocess", "train", "sample"])
     p.add_argument("job", type=Path, help="job config (YAML) with a slurm: section")
     p.add_argument("--out", type=Path, help="run folder (train) or samples folder (sample)")
@@ -198,7 +210,7 @@ def _submit_sample(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from hpcdiff.config import load_config
     from hpcdiff.launch.sbatch import render_train_sbatch
-    from hpcdiff.launch.submit import submit_train, wait
+    from hpcdiff.launch.submit import TrainProgress, submit_train, wait
     from hpcdiff.train.job import TrainJob
 
     if args.stage == "sample":
@@ -214,7 +226,11 @@ def _submit(args: argparse.Namespace) -> int:
     submitted = submit_train(job, args.out, executor=args.executor, master_addr=args.master_addr)
     if args.wait if args.wait is not None else args.executor != "slurm":
         deadline = args.deadline_min * 60 if args.deadline_min else job.slurm.time_limit_min * 60 * 1.5 + 600
-        results = wait(submitted, deadline_s=deadline)
+        progress = TrainProgress(args.out, total=job.train.max_steps, enabled=args.progress)
+        try:
+            results = wait(submitted, deadline_s=deadline, on_poll=progress)
+        finally:
+            progress.close()
         print(f"job {submitted.job_id} finished: {results[0]}")
     else:
         print(f"job {submitted.job_id} submitted")
@@ -229,6 +245,21 @@ def _evaluate(args: argparse.Namespace) -> int:
                                oracle_seed=args.oracle_seed)
     out = run_evaluate(args.samples, args.dataset, args.out, options=options, progress=args.progress)
     print(f"report written to {out} (metrics.json, report.html)")
+    return 0
+
+
+@command("demo")
+def _demo(args: argparse.Namespace) -> int:
+    from hpcdiff.demo import DemoPlan, quick_plan, run_demo
+
+    kwargs = {"seed": args.seed, "ranks": args.ranks}
+    plan = quick_plan(args.out, **kwargs) if args.quick else DemoPlan(out=args.out, **kwargs)
+    plan = dataclasses.replace(plan, train_overrides=(*plan.train_overrides, *args.train_overrides),
+                               sample_overrides=(*plan.sample_overrides, *args.sample_overrides))
+    _, checks = run_demo(plan)
+    if not plan.quick and not all(ok for _, ok in checks):
+        raise HpcdiffError(f"the demo's model misses {sum(not ok for _, ok in checks)} skill check(s); "
+                           f"see {plan.report / 'skill.json'}")
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +95,20 @@ def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: st
     return submitted
 
 
-def wait(job: Any, *, deadline_s: float, poll_s: float = 2.0) -> Any:
-    """Wait for a submitit job, never forever: raise :class:`HpcdiffError` past ``deadline_s``."""
+def wait(job: Any, *, deadline_s: float, poll_s: float = 2.0,
+         on_poll: Callable[[], None] | None = None) -> Any:
+    """Wait for a submitit job, never forever: raise :class:`HpcdiffError` past ``deadline_s``.
+    ``on_poll`` is called at every poll (e.g. to show progress)."""
     end = time.monotonic() + deadline_s
     while not job.done():
         if time.monotonic() > end:
             raise HpcdiffError(f"job {job.job_id} did not finish within {deadline_s:.0f} s "
                                f"(state {job.state})")
+        if on_poll is not None:
+            on_poll()
         time.sleep(poll_s)
+    if on_poll is not None:
+        on_poll()
     try:
         return job.results()
     except submitit.core.utils.UncompletedJobError as err:
@@ -109,3 +116,35 @@ def wait(job: Any, *, deadline_s: float, poll_s: float = 2.0) -> Any:
     except submitit.core.utils.FailedJobError as err:
         last = [line for line in str(err).splitlines() if line.strip()][-1:]
         raise HpcdiffError(f"job {job.job_id} failed: {' '.join(last)} (logs: {job.paths.folder})") from None
+
+
+class TrainProgress:
+    """A progress bar over the optimizer steps of a submitted run, read from its ``train.csv`` (rank 0
+    appends a row every ``train.log_every`` steps): the submitting process sees how far the job is."""
+
+    def __init__(self, run_dir: Path, *, total: int, enabled: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.path = Path(run_dir) / "train.csv"
+        self.bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True, disable=not enabled,
+                        file=sys.stderr)
+
+    def __call__(self) -> None:
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            return
+        if len(lines) < 2:
+            return
+        header, last = lines[0].split(","), lines[-1].split(",")
+        row = dict(zip(header, last, strict=False))
+        try:
+            step = int(row["step"])
+        except (KeyError, ValueError):
+            return  # a row being written
+        self.bar.update(step - self.bar.n)
+        if row.get("loss"):
+            self.bar.set_postfix(loss=f"{float(row['loss']):.4f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

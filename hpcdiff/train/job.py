@@ -42,6 +42,7 @@ class DiffusionSection:
     schedule: Literal["cosine", "linear"] = "cosine"
     num_steps: int = 1000
     var_type: Literal["learned_range", "fixed_small", "fixed_large"] = "learned_range"
+    prediction: Literal["eps", "v"] = "eps"  # what the network outputs (v: velocity, Salimans & Ho 2022)
     loss: Literal["hybrid", "simple", "vlb"] = "hybrid"
     vlb_weight: float = 0.001
     sdf_weights: WeightSection = WeightSection()

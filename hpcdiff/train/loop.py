@@ -62,14 +62,14 @@ def model_spec(job: TrainJob, train_ds: ShardDataset) -> dict[str, Any]:
     """What a checkpoint needs to rebuild the network without the job file."""
     return {"model": "unet", "preset": job.model.preset,
             "target_channels": len(train_ds.target_channels), "cond_channels": len(train_ds.cond_channels),
-            "learn_sigma": job.diffusion.var_type == "learned_range",
+            "learn_sigma": job.diffusion.var_type == "learned_range", "prediction": job.diffusion.prediction,
             "image_shape": list(train_ds.mask.shape[-2:])}
 
 
 def build_diffusion(job: TrainJob) -> GaussianDiffusion:
     d = job.diffusion
     return GaussianDiffusion(make_betas(d.schedule, d.num_steps), var_type=d.var_type, loss_type=d.loss,
-                             vlb_weight=d.vlb_weight)
+                             vlb_weight=d.vlb_weight, prediction=d.prediction)
 
 
 def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
