@@ -138,36 +138,41 @@ def run_stage(stage: Stage) -> float:
     return seconds
 
 
-def skill_checks(metrics: dict[str, Any]) -> list[tuple[str, bool]]:
-    """What the demo's model must show on the test dates (land): ``(description, passed)``."""
-    t2m = metrics["t2m"]
-    model, bilinear = t2m["model"], t2m["bilinear"]
-    checks = [(f"t2m CRPS of the model {model['crps']:.3f} K < bilinear {bilinear['crps']:.3f} K",
-               model["crps"] < bilinear["crps"])]
+def skill_checks(metrics: dict[str, Any]) -> list[tuple[str, bool, bool]]:
+    """What the demo's model must show on the test dates (land): ``(description, passed, required)``.
+    Required are the temperature checks; the same bias and spectrum checks for the other variables are
+    reported alongside the oracle's bias (on a few dozen dates, sampling noise alone can exceed 10 % of
+    the spatial standard deviation for a smooth field such as evaporation)."""
+    checks = []
     for name, v in metrics.items():
-        m = v["model"]
-        checks.append((f"{name} |bias| {abs(m['bias']):.3g} < 10% of the truth's spatial std "
-                       f"{m['truth_spatial_std']:.3g}", abs(m["bias"]) < 0.1 * m["truth_spatial_std"]))
-        checks.append((f"{name} high-wavenumber power ratio: model {m['psd_high_ratio']:.2f} within "
-                       f"[0.5, 2], bilinear {v['bilinear']['psd_high_ratio']:.2f} below 0.5",
-                       0.5 <= m["psd_high_ratio"] <= 2.0 and v["bilinear"]["psd_high_ratio"] < 0.5))
+        model, bilinear, required = v["model"], v["bilinear"], name == "t2m"
+        if required:
+            checks.append((f"{name} CRPS of the model {model['crps']:.3f} < bilinear {bilinear['crps']:.3f}",
+                           model["crps"] < bilinear["crps"], True))
+        oracle_bias = v.get("oracle", {}).get("bias", float("nan"))
+        checks.append((f"{name} |bias| {abs(model['bias']):.3g} < 10% of the truth's spatial std "
+                       f"{model['truth_spatial_std']:.3g} (oracle's |bias| {abs(oracle_bias):.3g})",
+                       abs(model["bias"]) < 0.1 * model["truth_spatial_std"], required))
+        checks.append((f"{name} high-wavenumber power ratio: model {model['psd_high_ratio']:.2f} within "
+                       f"[0.5, 2], bilinear {bilinear['psd_high_ratio']:.2f} below 0.5",
+                       0.5 <= model["psd_high_ratio"] <= 2.0 and bilinear["psd_high_ratio"] < 0.5, required))
     return checks
 
 
 def headline(metrics: dict[str, Any]) -> str:
     """A table of the headline numbers: CRPS per method, the model's ratio to the oracle, bias, spectra."""
     nan = float("nan")
-    rows = ["variable  CRPS model  bilinear  oracle  model/oracle  bias model  psd-high model  bilinear"]
+    table = ["variable  CRPS model  bilinear  oracle  model/oracle  bias model  psd-high model  bilinear"]
     for name, v in metrics.items():
         oracle, ratio = v.get("oracle", {}).get("crps", nan), v["model"].get("crps_ratio_to_oracle", nan)
-        rows.append(f"{name:8s}  {v['model']['crps']:10.4f}  {v['bilinear']['crps']:8.4f}  "
+        table.append(f"{name:8s}  {v['model']['crps']:10.4f}  {v['bilinear']['crps']:8.4f}  "
                     f"{oracle:6.4f}  {ratio:12.2f}"
                     f"  {v['model']['bias']:10.4f}  {v['model']['psd_high_ratio']:14.2f}  "
                     f"{v['bilinear']['psd_high_ratio']:8.2f}")
-    return "\n".join(rows)
+    return "\n".join(table)
 
 
-def run_demo(plan: DemoPlan) -> tuple[dict[str, Any], list[tuple[str, bool]]]:
+def run_demo(plan: DemoPlan) -> tuple[dict[str, Any], list[tuple[str, bool, bool]]]:
     """Run every stage; return the headline metrics and the skill checks (written to
     ``report/skill.json``)."""
     start = time.perf_counter()
@@ -175,11 +180,12 @@ def run_demo(plan: DemoPlan) -> tuple[dict[str, Any], list[tuple[str, bool]]]:
     times = {stage.title: run_stage(stage) for stage in stages(plan)}
     metrics = json.loads((plan.report / "metrics.json").read_text())
     checks = skill_checks(metrics)
-    (plan.report / "skill.json").write_text(json.dumps(
-        {"quick": plan.quick, "checks": [{"check": c, "passed": ok} for c, ok in checks],
-         "stage_seconds": times}, indent=1))
+    rows = [{"check": c, "passed": ok, "required": req} for c, ok, req in checks]
+    (plan.report / "skill.json").write_text(json.dumps({"quick": plan.quick, "checks": rows,
+                                                         "stage_seconds": times}, indent=1))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; report: {plan.report / 'report.html'}")
     print(headline(metrics))
-    for text, ok in checks:
-        print(f"  [{'ok' if ok else 'FAIL' if not plan.quick else 'n/a'}] {text}")
+    for text, ok, required in checks:
+        verdict = "ok" if ok else "n/a" if plan.quick else "FAIL" if required else "miss (not required)"
+        print(f"  [{verdict}] {text}")
     return metrics, checks

@@ -42,6 +42,7 @@ def test_quick_demo_produces_every_output(tmp_path):
     assert "t2m" in html and ".png" in html
     skill = json.loads((out / "report" / "skill.json").read_text())
     assert skill["quick"] is True and len(skill["checks"]) == 7
+    assert [c["required"] for c in skill["checks"]][:3] == [True, True, True]
     assert "model/oracle" in proc.stdout  # the headline table
     # a rerun continues: world and dataset are kept, training is complete, no part is resampled
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=850)

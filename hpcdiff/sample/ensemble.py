@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from hpcdiff.config import dump_config
+from hpcdiff.data.residual import Residual
 from hpcdiff.data.shards import read_manifest
 from hpcdiff.diffusion.samplers import sample
 from hpcdiff.errors import HpcdiffError
@@ -131,6 +132,8 @@ class EnsembleSampler:
         self.autocast = autocast_dtype(plan["precision"], device)
         self.reader = ConditionReader(run.dataset)
         self.shape = (len(plan["channels"]), *plan["image_shape"])
+        residual = run.state.get("residual")
+        self.residual = None if residual is None else Residual.from_state(residual)
         self._cond: dict[str, tuple[np.ndarray, float]] = {}
 
     @property
@@ -166,6 +169,8 @@ class EnsembleSampler:
                    sampler=self.plan["sampler"], steps=self.diffusion.num_steps, eta=self.plan["eta"],
                    generators=generators, device=self.device)
         assert x.shape == (len(rows), *self.shape), (tuple(x.shape), self.shape)
+        if self.residual is not None:  # the model sampled the scaled residual to the ERA5 baseline
+            x = self.residual.decode(x.float(), cond.float())
         return x.float().cpu().numpy()
 
     def generate(self, dates: Sequence[str], *, batch_size: int,

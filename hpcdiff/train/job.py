@@ -43,6 +43,7 @@ class DiffusionSection:
     num_steps: int = 1000
     var_type: Literal["learned_range", "fixed_small", "fixed_large"] = "learned_range"
     prediction: Literal["eps", "v"] = "eps"  # what the network outputs (v: velocity, Salimans & Ho 2022)
+    residual: bool = False  # diffuse target - its ERA5 condition, scaled (hpcdiff/data/residual.py)
     loss: Literal["hybrid", "simple", "vlb"] = "hybrid"
     vlb_weight: float = 0.001
     sdf_weights: WeightSection = WeightSection()

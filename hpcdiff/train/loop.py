@@ -23,6 +23,7 @@ import torch
 
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data.loader import ShardDataset
+from hpcdiff.data.residual import MAX_FIT_SAMPLES, Residual, fit_residual
 from hpcdiff.diffusion.gaussian import GaussianDiffusion
 from hpcdiff.diffusion.schedules import make_betas
 from hpcdiff.diffusion.weights import sdf_weights
@@ -63,6 +64,7 @@ def model_spec(job: TrainJob, train_ds: ShardDataset) -> dict[str, Any]:
     return {"model": "unet", "preset": job.model.preset,
             "target_channels": len(train_ds.target_channels), "cond_channels": len(train_ds.cond_channels),
             "learn_sigma": job.diffusion.var_type == "learned_range", "prediction": job.diffusion.prediction,
+            "residual": job.diffusion.residual,
             "image_shape": list(train_ds.mask.shape[-2:])}
 
 
@@ -80,6 +82,19 @@ def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
     weight = sdf_weights(train_ds.sdf_km, land_weight=w.land_weight, sea_scale_km=w.sea_scale_km,
                          floor=w.floor)
     return torch.from_numpy(weight.astype("float32"))[None, None]
+
+
+def residual_map(job: TrainJob, train_ds: ShardDataset, state: dict[str, Any] | None) -> Residual | None:
+    """The residual map of a residual job: the checkpoint's on resume, else fitted on the first
+    training samples (in file order, the same on every rank)."""
+    if not job.diffusion.residual:
+        return None
+    if state is not None and state.get("residual") is not None:
+        return Residual.from_state(state["residual"])
+    plain = ShardDataset(job.data.dataset, job.data.train_split, batch_size=train_ds.batch_size,
+                         shuffle=False)
+    count = max(1, min(len(plain), MAX_FIT_SAMPLES // train_ds.batch_size))
+    return fit_residual(plain.manifest, [plain[i] for i in range(count)])
 
 
 def batch_stream(dataset: ShardDataset, *, start: int, num_workers: int) -> Iterator[tuple[int, dict]]:
@@ -148,11 +163,19 @@ class Trainer:
         self.diffusion = build_diffusion(job)
         self.ema = EMA(self.engine.module, decay=job.train.ema_decay)
         self.weight = loss_weight(job, self.train_ds)
-        self.step, self._grad_norm = 0, None
+        self.step, self._grad_norm, state = 0, None, None
         if self.resume_from is not None:
             state = checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
             self.ema.load_state_dict(state["ema"])
             self.step = int(state["step"])
+        self.residual = residual_map(job, self.train_ds, state)
+
+    def _x0(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What is diffused: the normalized target, or its scaled residual to the ERA5 baseline."""
+        target = batch["target"].to(self.device)
+        if self.residual is None:
+            return target
+        return self.residual.encode(target, batch["cond"].to(self.device))
 
     def _model_fn(self, cond: torch.Tensor, doy: torch.Tensor) -> ModelFn:
         """``(x_t, t) -> output`` in fp32, running the engine in its own precision."""
@@ -162,7 +185,7 @@ class Trainer:
         return fn
 
     def _micro_step(self, epoch: int, batch: dict[str, torch.Tensor], micro: int) -> dict[str, float]:
-        x0 = batch["target"].to(self.device)
+        x0 = self._x0(batch)
         t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=epoch,
                                     num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
         torch.manual_seed(mix_seed(self.job.train.seed, self.env.rank, micro))  # dropout
@@ -234,7 +257,7 @@ class Trainer:
 
     def _fixed_noise_losses(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
                             weight: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        x0 = batch["target"].to(self.device)
+        x0 = self._x0(batch)
         t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=0,
                                     num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
         cond, doy = batch["cond"].to(self.device), batch["doy"].to(self.device)
@@ -246,7 +269,8 @@ class Trainer:
         epoch, offset = divmod(micro, len(self.train_ds))
         return {"step": self.step, "loader": {"epoch": epoch, "batch": offset, "micro_step": micro},
                 "ema": self.ema.state_dict(), "model_spec": self.spec, "config": to_dict(self.job),
-                "manifest": self.train_ds.manifest, "world_size": self.env.world_size}
+                "manifest": self.train_ds.manifest, "world_size": self.env.world_size,
+                "residual": None if self.residual is None else self.residual.to_state()}
 
     def save(self) -> Path:
         return checkpoint.save(self.ckpt_root, step=self.step, engine=self.engine, state=self._state(),

@@ -94,7 +94,8 @@ def test_two_ranks_keep_identical_parameters(tiny_dataset, tmp_path):
 
 def test_bf16_trains(tiny_dataset, tmp_path):
     out = tmp_path / "bf16"
-    proc = run_train(tiny_dataset, out, "train.precision=bf16", "train.max_steps=2", "train.val_every=2")
+    proc = run_train(tiny_dataset, out, "train.precision=bf16", "train.max_steps=2", "train.val_every=2",
+                     "diffusion.prediction=eps", "diffusion.residual=false")  # the poster's parameterization
     assert "precision bf16" in proc.stderr
     rows = losses(out)
     assert len(rows) == 2 and all(np.isfinite(loss) for _, loss, _ in rows)
