@@ -87,3 +87,30 @@ def test_slurm_job_array(tiny_run, make_job, tmp_path):
     sample_ensemble(make_job(), tiny_run.run, reference, progress=False)
     for date in parts.read_plan(out)["dates"]:  # the same members, wherever they were drawn
         np.testing.assert_array_equal(parts.read_part(out, date), parts.read_part(reference, date))
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_slurm_cancelled_array_task_is_resubmitted_alone(tiny_run, make_job, tmp_path):
+    """Task 1 of a 2-task array is cancelled while it waits (parallelism 1); the wait names it and its
+    dates, and the resubmission covers exactly those dates, leaving task 0's parts untouched."""
+    import subprocess
+
+    from hpcdiff.errors import HpcdiffError
+
+    out, job = tmp_path / "samples", make_job("array.tasks=2", "array.parallelism=1")
+    submitted = submit_sample(job, tiny_run.run, out, executor="slurm")
+    cancelled = submitted.jobs[1]
+    subprocess.run(["scancel", str(cancelled.job_id)], check=True, timeout=30)
+    with pytest.raises(HpcdiffError, match=r"1 of 2 sampling tasks failed: task 1 \(3 dates"):
+        wait_array(submitted, deadline_s=200)
+    lost = submitted.chunks[1]
+    assert parts.missing_dates(out) == lost
+    kept = {p: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
+    again = submit_sample(make_job("array.tasks=1"), tiny_run.run, out, executor="slurm")
+    assert again.chunks == [lost] and len(again.jobs) == 1
+    wait_array(again, deadline_s=200)
+    assert parts.missing_dates(out) == []
+    assert {p: p.stat().st_mtime_ns for p in (out / "parts").iterdir() if p in kept} == kept
+    assert merge_samples(out).is_file()
