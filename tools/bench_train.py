@@ -1,6 +1,6 @@
 """Training step time and samples/s: DeepSpeed vs plain PyTorch DDP at equal settings, 1 and 2 ranks.
 
-    python tools/bench_train.py [--preset small] [--ranks 1 2] [--global-batch 16] [--steps 20]
+    python tools/bench_train.py [--preset small] [--ranks 1 2] [--global-batch 16] [--size 64] [--steps 20]
                                 [--precision fp32|bf16] [--json out.json]
 
 Each configuration runs in its own ``torchrun --nproc_per_node R`` (gloo on CPU, NCCL on GPUs) with
@@ -31,15 +31,15 @@ from hpcdiff.models import build_model, eps_model_fn
 from hpcdiff.train import engine as ds
 from hpcdiff.train.job import DataSection, OptimSection, TrainJob, TrainSection, batch_arithmetic
 
-SIZE, TARGET_CHANNELS, COND_CHANNELS, WARMUP = 64, 3, 9, 3
+TARGET_CHANNELS, COND_CHANNELS, WARMUP = 3, 9, 3
 
 
-def batch(n: int, rank: int, device: torch.device) -> dict[str, torch.Tensor]:
+def batch(n: int, size: int, rank: int, device: torch.device) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(rank)
     field = functools.partial(torch.randn, generator=gen)
     return {k: v.to(device) for k, v in {
-        "x0": field(n, TARGET_CHANNELS, SIZE, SIZE), "noise": field(n, TARGET_CHANNELS, SIZE, SIZE),
-        "cond": field(n, COND_CHANNELS, SIZE, SIZE), "t": torch.randint(1000, (n,), generator=gen),
+        "x0": field(n, TARGET_CHANNELS, size, size), "noise": field(n, TARGET_CHANNELS, size, size),
+        "cond": field(n, COND_CHANNELS, size, size), "t": torch.randint(1000, (n,), generator=gen),
         "doy": torch.rand(n, generator=gen) * 365 + 1}.items()}
 
 
@@ -67,7 +67,7 @@ def worker(args: argparse.Namespace) -> None:
                         learn_sigma=True, dropout=0.0).to(device)
     diffusion = GaussianDiffusion(make_betas("cosine", 1000), var_type="learned_range", loss_type="hybrid")
     lr_lambda = functools.partial(ds.warmup_cosine, warmup_steps=10, max_steps=1000, min_ratio=0.1)
-    b = batch(plan.micro_batch, env.rank, device)
+    b = batch(plan.micro_batch, args.size, env.rank, device)
     step = deepspeed_step if args.engine == "deepspeed" else ddp_step
     run_step = step(model, diffusion, b, job=job, plan=plan, device=device, lr_lambda=lr_lambda)
     times = []
@@ -126,7 +126,7 @@ def launch(args: argparse.Namespace, *, engine: str, ranks: int) -> dict:
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(ranks), "--master_port",
            str(29700 + ranks + (10 if engine == "ddp" else 0)), __file__, "--worker", "--engine", engine,
            "--preset", args.preset, "--global-batch", str(args.global_batch), "--steps", str(args.steps),
-           "--precision", args.precision]
+           "--precision", args.precision, "--size", str(args.size)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -139,6 +139,7 @@ def main() -> None:
     p.add_argument("--preset", default="small")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--global-batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=64, help="H = W of the fields (default: 64)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--json", type=Path)
