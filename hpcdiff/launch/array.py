@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -130,10 +131,51 @@ def _run_inline(submitted: SubmittedArray) -> dict[int, str]:
     return failed
 
 
+VANISHED_POLLS = 5  # consecutive polls a task must be missing from squeue before it counts as lost
+
+
+def in_slurm_queue(job_id: str) -> bool | None:
+    """Whether ``squeue --states=all`` still lists ``job_id`` (pending, running or recently ended);
+    ``None`` when squeue cannot answer (then nothing is concluded)."""
+    try:
+        proc = subprocess.run(["squeue", "--noheader", "--states=all", "--jobs", job_id, "--format", "%i"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return False if "Invalid job id" in proc.stderr else None
+    return bool(proc.stdout.strip())
+
+
+class VanishedTasks:
+    """Array tasks that left SLURM without a result: an element cancelled while still pending has no
+    record afterwards, and without accounting (no slurmdbd) ``sacct`` cannot tell submitit about it."""
+
+    def __init__(self, submitted: SubmittedArray) -> None:
+        self.submitted, self.missing = submitted, dict.fromkeys(range(len(submitted.jobs)), 0)
+        self.lost: set[int] = set()
+
+    def update(self) -> None:
+        if self.submitted.executor != "slurm":
+            return
+        for i, job in enumerate(self.submitted.jobs):
+            if i in self.lost or _done(job):
+                continue
+            listed = in_slurm_queue(str(job.job_id))
+            self.missing[i] = self.missing[i] + 1 if listed is False else 0
+            if self.missing[i] >= VANISHED_POLLS:
+                self.lost.add(i)
+
+    def error(self, i: int) -> str:
+        return (f"job {self.submitted.jobs[i].job_id} left the queue without a result (cancelled before it "
+                "started?)")
+
+
 def _poll(submitted: SubmittedArray, *, deadline_s: float, poll_s: float) -> dict[int, str]:
     """Wait for the array's jobs, printing the progress when it changes; returns {task index: error}."""
-    end, last = time.monotonic() + deadline_s, None
-    while not all(_done(j) for j in submitted.jobs):
+    end, last, vanished = time.monotonic() + deadline_s, None, VanishedTasks(submitted)
+    while not all(_done(j) or i in vanished.lost for i, j in enumerate(submitted.jobs)):
+        vanished.update()
         if time.monotonic() > end:
             raise HpcdiffError(f"{submitted.out}: sampling array did not finish within {deadline_s:.0f} s "
                                f"({submitted.progress()}); its jobs keep running; rerun the same command "
@@ -143,8 +185,10 @@ def _poll(submitted: SubmittedArray, *, deadline_s: float, poll_s: float) -> dic
             print(line, file=sys.stderr, flush=True)
             last = line
         time.sleep(poll_s)
-    failed = {}
+    failed = {i: vanished.error(i) for i in vanished.lost}
     for i, job in enumerate(submitted.jobs):
+        if i in vanished.lost:
+            continue
         error = job.exception()
         if error is not None:
             failed[i] = _failure(error)

@@ -92,31 +92,44 @@ def test_slurm_job_array(tiny_run, make_job, tmp_path):
                                    rtol=1e-5, atol=1e-6)
 
 
+def squeue_state(job_id: str) -> str:
+    import subprocess
+
+    return subprocess.run(["squeue", "--noheader", "--states=all", "--jobs", job_id, "--format", "%T"],
+                          capture_output=True, text=True, timeout=30).stdout.strip()
+
+
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(300)
-def test_slurm_cancelled_array_task_is_resubmitted_alone(tiny_run, make_job, tmp_path):
-    """Task 1 of a 2-task array is cancelled while it runs; the wait names it and its dates, and the
-    resubmission covers exactly those dates, leaving task 0's parts untouched. (A task cancelled while
-    still pending leaves no record once its array ends, without accounting: the wait's deadline covers
-    that case, and a rerun resubmits what is missing just the same.)"""
+@pytest.mark.parametrize("when", ["running", "pending"])
+def test_slurm_cancelled_array_task_is_resubmitted_alone(tiny_run, make_job, tmp_path, when):
+    """Task 1 of a 2-task array is cancelled while it runs, or while it still waits (parallelism 1: it
+    then leaves no record, and without accounting only its absence from the queue tells); the wait
+    names it and its dates, and the resubmission covers exactly those dates, leaving task 0's parts
+    untouched."""
     import subprocess
     import time
 
     from hpcdiff.errors import HpcdiffError
 
-    slow = ("sample.sampler=ddpm", "sample.steps=1000")  # long enough to be cancelled while running
-    out, job = tmp_path / "samples", make_job("array.tasks=2", "array.parallelism=2", *slow)
+    # running: long enough to be cancelled while it runs; pending: task 0 runs while task 1 waits
+    slow = ("sample.sampler=ddpm", "sample.steps=1000") if when == "running" else ()
+    parallel = "array.parallelism=2" if when == "running" else "array.parallelism=1"
+    out, job = tmp_path / "samples", make_job("array.tasks=2", parallel, *slow)
     submitted = submit_sample(job, tiny_run.run, out, executor="slurm")
     cancelled = str(submitted.jobs[1].job_id)
     deadline = time.monotonic() + 120
-    while subprocess.run(["squeue", "--noheader", "--states=all", "--jobs", cancelled, "--format", "%T"],
-                         capture_output=True, text=True, timeout=30).stdout.strip() != "RUNNING":
-        assert time.monotonic() < deadline, f"task {cancelled} did not start"
+    while squeue_state(cancelled) != when.upper():
+        assert time.monotonic() < deadline, f"task {cancelled} is not {when}"
         time.sleep(0.2)
     subprocess.run(["scancel", cancelled], check=True, timeout=30)
-    with pytest.raises(HpcdiffError, match=r"1 of 2 sampling tasks failed: task 1 \(3 dates"):
+    start = time.monotonic()
+    with pytest.raises(HpcdiffError, match=r"1 of 2 sampling tasks failed: task 1 \(3 dates") as err:
         wait_array(submitted, deadline_s=200)
+    assert time.monotonic() - start < 150  # told by the scheduler (or its silence), not by the deadline
+    if when == "pending":
+        assert "left the queue without a result" in str(err.value)
     lost = submitted.chunks[1]
     assert parts.missing_dates(out) == lost
     kept = {p: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
