@@ -65,6 +65,19 @@ def plan_epoch(sizes: Sequence[int], *, batch_size: int, chunk: int, seed: int, 
     return runs_array[:per_rank * world_size][rank::world_size]
 
 
+def read_statics(root: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The static channels of the manifest as stored in ``static.h5`` (physical units), by name."""
+    with h5py.File(Path(root) / manifest["static"]["path"], "r") as f:
+        return {c["name"]: f[c["name"]][...] for c in manifest["static_channels"]}
+
+
+def normalized_statics(fields: dict[str, np.ndarray], manifest: dict[str, Any]) -> np.ndarray:
+    """The normalized static channels ``[Cs, H, W]`` float32 in the manifest's order, as appended to
+    every ``cond``."""
+    return np.stack([forward(fields[c["name"]], c["stats"]).astype(np.float32)
+                     for c in manifest["static_channels"]])
+
+
 def day_of_year(days: np.ndarray) -> np.ndarray:
     """Day of year (1..366) as float32 ``[n]`` from days since 1970-01-01 ``[n]``."""
     dates = np.asarray(days, np.int64).astype("datetime64[D]")
@@ -95,10 +108,8 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def _load_static(self) -> None:
         """Normalized static channels ``[Cs, H, W]``, the land mask and the SDF weights."""
-        with h5py.File(self.root / self.manifest["static"]["path"], "r") as f:
-            fields = {c["name"]: f[c["name"]][...] for c in self.manifest["static_channels"]}
-        self._static = np.stack([forward(fields[c["name"]], c["stats"]).astype(np.float32)
-                                 for c in self.manifest["static_channels"]])
+        fields = read_statics(self.root, self.manifest)
+        self._static = normalized_statics(fields, self.manifest)
         self.mask = torch.from_numpy(fields["lsm"].astype(np.float32))[None, None]
         self.sdf_km = fields["sdf"].astype(np.float64)  # [H, W], km, positive on land
         self.weight = torch.from_numpy(sdf_weights(fields["sdf"]).astype(np.float32))[None, None]

@@ -130,18 +130,14 @@ class TrainProgress:
                         file=sys.stderr)
 
     def __call__(self) -> None:
+        from hpcdiff.train.metrics_log import read_csv
+
         try:
-            lines = self.path.read_text().splitlines()
-        except OSError:
-            return
-        if len(lines) < 2:
-            return
-        header, last = lines[0].split(","), lines[-1].split(",")
-        row = dict(zip(header, last, strict=False))
-        try:
+            rows = read_csv(self.path)
+            row = rows[-1]
             step = int(row["step"])
-        except (KeyError, ValueError):
-            return  # a row being written
+        except (OSError, IndexError, KeyError, TypeError, ValueError):
+            return  # not written yet, or a row being written
         self.bar.update(step - self.bar.n)
         if row.get("loss"):
             self.bar.set_postfix(loss=f"{float(row['loss']):.4f}", refresh=False)

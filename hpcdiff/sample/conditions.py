@@ -15,9 +15,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcdiff.data.loader import day_of_year
+from hpcdiff.data.loader import day_of_year, normalized_statics, read_statics
 from hpcdiff.data.shards import open_shard, read_manifest, read_rows
-from hpcdiff.data.transforms import forward
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.sample.dates import iso_date
 
@@ -39,13 +38,6 @@ def date_index(root: Path, manifest: Mapping[str, Any]) -> dict[str, tuple[Path,
     return index
 
 
-def normalized_statics(root: Path, manifest: Mapping[str, Any]) -> np.ndarray:
-    """The normalized static channels ``[Cs, H, W]`` float32, in the manifest's order."""
-    channels = manifest["static_channels"]
-    with h5py.File(Path(root) / manifest["static"]["path"], "r") as f:
-        return np.stack([forward(f[c["name"]][...], c["stats"]).astype(np.float32) for c in channels])
-
-
 class ConditionReader:
     """Normalized conditions ``[Cc + Cs, H, W]`` and the day of year of any date the dataset holds."""
 
@@ -53,7 +45,7 @@ class ConditionReader:
         self.root = Path(dataset)
         self.manifest = read_manifest(self.root)
         self.index = date_index(self.root, self.manifest)
-        self.static = normalized_statics(self.root, self.manifest)
+        self.static = normalized_statics(read_statics(self.root, self.manifest), self.manifest)
         self.dynamic = len(self.manifest["conditions"])
         self._files: dict[Path, h5py.File] = {}
 

@@ -162,7 +162,8 @@ class Trainer:
         self.dtype = ds.engine_dtype(self.engine)
         self.diffusion = build_diffusion(job)
         self.ema = EMA(self.engine.module, decay=job.train.ema_decay)
-        self.weight = loss_weight(job, self.train_ds)
+        weight = loss_weight(job, self.train_ds)
+        self.weight = None if weight is None else weight.to(self.device)  # moved once, used every step
         self.step, self._grad_norm, state = 0, None, None
         if self.resume_from is not None:
             state = checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
@@ -170,12 +171,12 @@ class Trainer:
             self.step = int(state["step"])
         self.residual = residual_map(job, self.train_ds, state)
 
-    def _x0(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """What is diffused: the normalized target, or its scaled residual to the ERA5 baseline."""
-        target = batch["target"].to(self.device)
-        if self.residual is None:
-            return target
-        return self.residual.encode(target, batch["cond"].to(self.device))
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x0, cond, doy)`` on the device; ``x0`` is what is diffused: the normalized target, or its
+        scaled residual to the ERA5 baseline."""
+        target, cond, doy = (batch[k].to(self.device) for k in ("target", "cond", "doy"))
+        x0 = target if self.residual is None else self.residual.encode(target, cond)
+        return x0, cond, doy
 
     def _model_fn(self, cond: torch.Tensor, doy: torch.Tensor) -> ModelFn:
         """``(x_t, t) -> output`` in fp32, running the engine in its own precision."""
@@ -185,14 +186,12 @@ class Trainer:
         return fn
 
     def _micro_step(self, epoch: int, batch: dict[str, torch.Tensor], micro: int) -> dict[str, float]:
-        x0 = self._x0(batch)
+        x0, cond, doy = self._on_device(batch)
         t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=epoch,
                                     num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
         torch.manual_seed(mix_seed(self.job.train.seed, self.env.rank, micro))  # dropout
-        weight = None if self.weight is None else self.weight.to(self.device)
-        losses = self.diffusion.training_losses(
-            self._model_fn(batch["cond"].to(self.device), batch["doy"].to(self.device)), x0,
-            t.to(self.device), noise=noise.to(self.device), weight=weight)
+        losses = self.diffusion.training_losses(self._model_fn(cond, doy), x0, t.to(self.device),
+                                                noise=noise.to(self.device), weight=self.weight)
         loss = losses["loss"].mean()
         self.engine.backward(loss)
         if self.engine.is_gradient_accumulation_boundary():
@@ -243,9 +242,8 @@ class Trainer:
         model.to(self.device).eval()
         n_batches = len(val) if job.train.val_batches is None else min(len(val), job.train.val_batches)
         totals = torch.zeros(4, dtype=torch.float64)
-        weight = None if self.weight is None else self.weight.to(self.device)
         for b in range(n_batches):
-            losses = self._fixed_noise_losses(model, val[b], weight=weight)
+            losses = self._fixed_noise_losses(model, val[b])
             totals += torch.tensor([float(losses["loss"].sum()), float(losses["mse"].sum()),
                                     float(losses.get("vlb", torch.zeros(1)).sum()), losses["loss"].numel()],
                                    dtype=torch.float64)
@@ -255,14 +253,13 @@ class Trainer:
         return {"val_loss": float(totals[0] / totals[3]), "val_mse": float(totals[1] / totals[3]),
                 "val_vlb": float(totals[2] / totals[3]), "val_samples": int(totals[3])}
 
-    def _fixed_noise_losses(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
-                            weight: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        x0 = self._x0(batch)
+    def _fixed_noise_losses(self, model: torch.nn.Module,
+                            batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x0, cond, doy = self._on_device(batch)
         t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=0,
                                     num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
-        cond, doy = batch["cond"].to(self.device), batch["doy"].to(self.device)
         return self.diffusion.training_losses(lambda x, s: model(x, s, cond, doy), x0, t.to(self.device),
-                                              noise=noise.to(self.device), weight=weight)
+                                              noise=noise.to(self.device), weight=self.weight)
 
     def _state(self) -> dict[str, Any]:
         micro = self.step * self.plan.accum_steps
