@@ -12,8 +12,7 @@ import numpy as np
 
 from hpcdiff.data.shards import COPY_SAMPLES, file_sha256, open_shard, read_manifest
 from hpcdiff.errors import HpcdiffError
-
-EPOCH = np.datetime64("1970-01-01", "D")
+from hpcdiff.timeaxis import to_days
 
 
 def check_dataset(path: Path) -> str:
@@ -24,7 +23,7 @@ def check_dataset(path: Path) -> str:
     _check_file(path / manifest["static"]["path"], manifest["static"]["sha256"])
     lines = []
     for split, info in manifest["splits"].items():
-        days = (np.array(info["dates"], dtype="datetime64[D]") - EPOCH).astype(np.int64)
+        days = to_days(info["dates"])
         if sum(s["n"] for s in info["shards"]) != info["n"] or days.size != info["n"]:
             in_shards = sum(s["n"] for s in info["shards"])
             raise HpcdiffError(f"{path}/manifest.json: split {split!r} counts disagree "

@@ -37,8 +37,9 @@ from hpcdiff.data.transforms import forward, inverse_transform
 from hpcdiff.diffusion.weights import sdf_weights
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.seeding import mix_seed
+from hpcdiff.timeaxis import day_of_year
 
-__all__ = ["ShardDataset", "day_of_year", "inverse_transform", "plan_epoch"]
+__all__ = ["ShardDataset", "inverse_transform", "plan_epoch"]
 
 
 def plan_epoch(sizes: Sequence[int], *, batch_size: int, chunk: int, seed: int, epoch: int, rank: int,
@@ -76,12 +77,6 @@ def normalized_statics(fields: dict[str, np.ndarray], manifest: dict[str, Any]) 
     every ``cond``."""
     return np.stack([forward(fields[c["name"]], c["stats"]).astype(np.float32)
                      for c in manifest["static_channels"]])
-
-
-def day_of_year(days: np.ndarray) -> np.ndarray:
-    """Day of year (1..366) as float32 ``[n]`` from days since 1970-01-01 ``[n]``."""
-    dates = np.asarray(days, np.int64).astype("datetime64[D]")
-    return ((dates - dates.astype("datetime64[Y]")).astype(np.int64) + 1).astype(np.float32)
 
 
 class ShardDataset(torch.utils.data.Dataset):

@@ -54,8 +54,7 @@ from hpcdiff.data.transforms import RunningStats, channel_stats, merged, shape_f
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import ensure_writable_dir, replace_dir
-
-EPOCH = np.datetime64("1970-01-01", "D")
+from hpcdiff.timeaxis import to_days
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +121,7 @@ def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: l
         for k, shard in enumerate(shards):
             with create_shard(folder / shard_name(shard.split, shard.rank, shard.index), n=shard.dates.size,
                               channels=channels, hw=setup.hw, chunk=recipe.shards.batch_chunk) as f:
-                f["time"][:] = (shard.dates - EPOCH).astype(np.int64)
+                f["time"][:] = to_days(shard.dates)
                 for block in by_shard[k]:
                     cond, target = read_block(setup, block, files)
                     rows = slice(block.offset, block.offset + block.dates.size)

@@ -29,9 +29,9 @@ import hdf5plugin
 import numpy as np
 
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.timeaxis import TIME_UNITS
 
 SCHEMA_VERSION = 1
-TIME_UNITS = "days since 1970-01-01"
 COPY_SAMPLES = 16  # samples per read/write while normalizing or compressing a shard (bounded memory)
 
 

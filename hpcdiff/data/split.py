@@ -8,20 +8,16 @@ import numpy as np
 
 from hpcdiff.data.recipe import SplitSection
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.timeaxis import year_of
 
 SPLITS = ("train", "val", "test")
-
-
-def years_of(dates: np.ndarray) -> np.ndarray:
-    """Calendar years ``[n]`` of datetime64[D] dates."""
-    return dates.astype("datetime64[Y]").astype(np.int64) + 1970
 
 
 def split_dates(available: np.ndarray, split: SplitSection, *, where: str) -> dict[str, np.ndarray]:
     """Sorted datetime64[D] dates per split from the ``available`` target dates. Every configured year
     must have data; the test sample is drawn with ``split.test_seed`` (independent of ranks)."""
     available = np.unique(available)
-    years = years_of(available)
+    years = year_of(available)
     out = {}
     for name, wanted in split.years().items():
         missing = sorted(set(wanted) - set(years.tolist()))

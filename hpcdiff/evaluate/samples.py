@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.timeaxis import TIME_UNITS
 
 DIMS = ("time", "member", "y", "x")
 GRID_TOLERANCE_M = 1.0  # projected coordinates closer than this are the same grid
@@ -91,7 +92,7 @@ def sample_dates(ds: xr.Dataset, path: Path) -> np.ndarray:
     """The file's dates ``[T]`` datetime64[D]; a one-line error for undecodable or repeated times."""
     values = ds["time"].values
     if not np.issubdtype(values.dtype, np.datetime64):
-        raise HpcdiffError(f"{path}: time has no CF time units (expected 'days since 1970-01-01')")
+        raise HpcdiffError(f"{path}: time has no CF time units (expected {TIME_UNITS!r})")
     dates = values.astype("datetime64[D]")
     if np.unique(dates).size != dates.size:
         raise HpcdiffError(f"{path}: time lists a date twice")

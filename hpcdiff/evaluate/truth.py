@@ -18,9 +18,9 @@ import numpy as np
 from hpcdiff.data.shards import open_shard
 from hpcdiff.data.transforms import inverse
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.timeaxis import to_days
 
 LAND_THRESHOLD = 0.5  # lsm above this is land
-EPOCH = np.datetime64("1970-01-01", "D")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ def locate(dataset: Path, manifest: Mapping[str, Any], dates: np.ndarray) -> Loc
     """Where ``dates`` ``[T]`` lie in the shards of any split: ``(shard, rows, positions)`` with ``rows``
     ascending indices into the shard and ``positions`` their places in ``dates``. Missing dates are a
     one-line error that names them."""
-    days = (np.asarray(dates, "datetime64[D]") - EPOCH).astype(np.int64)
+    days = to_days(dates)
     found = np.zeros(days.size, bool)
     out = []
     for split in manifest["splits"].values():

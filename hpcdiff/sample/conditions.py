@@ -15,10 +15,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcdiff.data.loader import day_of_year, normalized_statics, read_statics
+from hpcdiff.data.loader import normalized_statics, read_statics
 from hpcdiff.data.shards import open_shard, read_manifest, read_rows
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.sample.dates import iso_date
+from hpcdiff.timeaxis import day_of_year, days_since_epoch, iso_date
 
 
 def split_dates(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -63,8 +63,8 @@ class ConditionReader:
         cond = np.empty((1, self.channels, *self.static.shape[1:]), np.float32)
         read_rows(self._files[path]["cond"], cond, row)  # dynamic channels first, then the statics
         cond[0, self.dynamic:] = self.static
-        days = np.datetime64(date, "D") - np.datetime64("1970-01-01", "D")
-        return cond[0], float(day_of_year(np.array([days.astype(np.int64)]))[0])
+        days = days_since_epoch(date)
+        return cond[0], float(day_of_year([days])[0])
 
     def close(self) -> None:
         for f in self._files.values():

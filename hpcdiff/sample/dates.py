@@ -2,7 +2,7 @@
 dates a dataset holds, and the split of a date list into job-array chunks.
 
 Dates are ISO strings ``YYYY-MM-DD`` everywhere in plans and part names; seeds use the integer day
-number since 1970-01-01 (:func:`days_since_epoch`), the dataset's own time axis.
+number since 1970-01-01, the dataset's own time axis (:mod:`hpcdiff.timeaxis` converts between them).
 """
 
 from __future__ import annotations
@@ -14,28 +14,9 @@ import numpy as np
 
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.sample.job import DateSelection
+from hpcdiff.timeaxis import parse_date
 
-EPOCH = np.datetime64("1970-01-01", "D")
 SHOW = 10  # dates named in an error message before "... and N more"
-
-
-def days_since_epoch(date: str) -> int:
-    """``"2001-09-08"`` -> days since 1970-01-01 (int)."""
-    return int((np.datetime64(date, "D") - EPOCH).astype(np.int64))
-
-
-def iso_date(days: int) -> str:
-    """Days since 1970-01-01 -> ``"YYYY-MM-DD"``."""
-    return str(EPOCH + np.timedelta64(int(days), "D"))
-
-
-def parse_date(text: str, *, where: str) -> str:
-    """Validate and normalize one ISO date; a one-line error naming ``where`` otherwise."""
-    try:
-        value = np.datetime64(str(text).strip(), "D")
-    except ValueError:
-        raise HpcdiffError(f"{where}: {text!r} is not an ISO date (YYYY-MM-DD)") from None
-    return str(value)
 
 
 def name_some(items: Sequence[str], *, show: int = SHOW) -> str:

@@ -38,7 +38,7 @@ from hpcdiff.fsutil import ensure_writable_dir
 from hpcdiff.models import eps_model_fn
 from hpcdiff.sample import parts
 from hpcdiff.sample.conditions import ConditionReader, split_dates
-from hpcdiff.sample.dates import days_since_epoch, name_some, select_dates
+from hpcdiff.sample.dates import name_some, select_dates
 from hpcdiff.sample.job import SampleJob
 from hpcdiff.sample.run import (
     TrainedRun,
@@ -51,6 +51,7 @@ from hpcdiff.sample.run import (
     sampling_diffusion,
 )
 from hpcdiff.seeding import generator
+from hpcdiff.timeaxis import days_since_epoch
 
 PLAN_VERSION = 1
 Row = tuple[str, int]  # (ISO date, member)

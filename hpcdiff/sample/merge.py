@@ -35,7 +35,8 @@ from hpcdiff.data.transforms import inverse_transform
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import atomic_file
 from hpcdiff.sample import parts
-from hpcdiff.sample.dates import days_since_epoch, name_some
+from hpcdiff.sample.dates import name_some
+from hpcdiff.timeaxis import CALENDAR, TIME_UNITS, days_since_epoch
 
 # CF metadata of the known target variables; others get their name as long_name and no standard_name.
 CF_VARIABLES: dict[str, dict[str, str]] = {
@@ -85,8 +86,8 @@ def _coordinates(nc: netCDF4.Dataset, grid: Mapping[str, Any], *, days: np.ndarr
                        ("x", grid["x"].size), ("nv", 2)):
         nc.createDimension(name, size)
     time = nc.createVariable("time", "i4", ("time",))
-    time.setncatts({"standard_name": "time", "long_name": "time", "units": "days since 1970-01-01",
-                    "calendar": "standard", "axis": "T", "bounds": "time_bnds"})
+    time.setncatts({"standard_name": "time", "long_name": "time", "units": TIME_UNITS,
+                    "calendar": CALENDAR, "axis": "T", "bounds": "time_bnds"})
     time[:] = days
     nc.createVariable("time_bnds", "i4", ("time", "nv"))[:] = np.stack([days, days + 1], axis=1)
     member = nc.createVariable("member", "i4", ("member",))

@@ -10,8 +10,9 @@ import torch
 from mini_world import land_mask, write_mini_world, write_recipe
 
 from hpcdiff.cli import main
-from hpcdiff.data.loader import ShardDataset, day_of_year, plan_epoch
+from hpcdiff.data.loader import ShardDataset, plan_epoch
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.timeaxis import day_of_year
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,6 @@ def test_items_shapes_and_static_channels(dataset):
     assert torch.equal(batch["doy"], torch.from_numpy(day_of_year(batch["time"].numpy())))
     assert ds.mask.shape == (1, 1, *land_mask().shape) and abs(float(ds.weight.mean()) - 1) < 1e-6
     assert float(ds.weight[0, 0][land_mask()].min()) > float(ds.weight[0, 0][~land_mask()].max()) - 1e-6
-
-
-def test_day_of_year():
-    days = (np.array(["2000-01-01", "2000-12-31", "2001-03-01"], dtype="datetime64[D]")
-            - np.datetime64("1970-01-01")).astype(np.int64)
-    assert day_of_year(days).tolist() == [1.0, 366.0, 60.0]
 
 
 def test_two_ranks_cover_what_one_rank_sees_without_overlap(dataset):
