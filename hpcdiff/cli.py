@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command("synth")
 def _synth(args: argparse.Namespace) -> int:
-    from hpcdiff.data.synthetic import write_world
+    from hpcdiff.data.synth import write_world
 
     out = write_world(args.out, preset=args.preset, seed=args.seed, progress=args.progress)
     print(f"synthetic world ({args.preset}, seed {args.seed}) written to {out}")

@@ -37,13 +37,14 @@ from hpcdiff.data.preprocess import run_preprocess
 from hpcdiff.data.recipe import PreprocessRecipe
 from hpcdiff.data.transforms import forward
 from hpcdiff.dist import DistEnv
+from hpcdiff.timeaxis import year_of
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def ensure_dataset(world: Path, dataset: Path) -> None:
     if not (world / "world.json").exists():
-        from hpcdiff.data.synthetic import write_world
+        from hpcdiff.data.synth import write_world
 
         write_world(world, preset="bench", seed=0, progress=True)
     if not (dataset / "manifest.json").exists():
@@ -92,7 +93,7 @@ def time_raw(ds: ShardDataset, flat: Path, *, per_sample: int, max_batches: int)
 
 def naive_sample(world: Path, date: np.datetime64, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
     """One sample the naive way: xarray opens, aggregates, interpolates and normalizes one date."""
-    year = str(date.astype("datetime64[Y]"))
+    year = int(year_of(date))
     with xr.open_dataset(world / "era5" / f"era5_{year}.nc") as era5, \
             xr.open_dataset(world / "danra" / f"danra_{year}.nc") as danra:
         era5 = era5.rename({"valid_time": "time"}) if "valid_time" in era5.coords else era5

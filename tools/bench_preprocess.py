@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not (args.world / "world.json").exists():
-        from hpcdiff.data.synthetic import write_world
+        from hpcdiff.data.synth import write_world
 
         write_world(args.world, preset="bench", seed=0, progress=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

@@ -4,7 +4,7 @@
   target grid by the preprocessing), inverse-transformed with the *condition's* statistics; a
   deterministic one-member "ensemble" ``[T, 1, H, W]``.
 - **oracle** (synthetic worlds only: ``world.json`` under the recipe's ``root``): members drawn from
-  the exact conditional law (:func:`hpcdiff.data.synthetic.oracle_ensemble`), cut to the dataset's
+  the exact conditional law (:func:`hpcdiff.data.synth.oracle_ensemble`), cut to the dataset's
   window; the best any model can do.
 
 On a synthetic world the shards' truth must agree with the world's own truth, or the dataset does not
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcdiff.data import synthetic
+from hpcdiff.data import synth
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.evaluate.truth import physical, read_dated
 
@@ -38,12 +38,12 @@ def bilinear(dataset: Path, manifest: Mapping[str, Any], dates: np.ndarray) -> d
     return {name: values[:, None] for name, values in physical(normalized, conditions, names).items()}
 
 
-def synthetic_world(manifest: Mapping[str, Any]) -> synthetic.World | None:
+def synthetic_world(manifest: Mapping[str, Any]) -> synth.World | None:
     """The synthetic world the dataset was made from, or None (not synthetic, or the world is gone)."""
     root = Path(manifest["recipe"]["root"])
     if not (root / "world.json").is_file():
         return None
-    world = synthetic.load_world(root)
+    world = synth.load_world(root)
     if list(world.shape) != list(manifest["grid"]["full_shape"]):
         raise HpcdiffError(f"{root}: synthetic world grid {world.shape} is not the dataset's "
                            f"{tuple(manifest['grid']['full_shape'])}")
@@ -55,21 +55,21 @@ def _window(manifest: Mapping[str, Any]) -> tuple[slice, slice]:
     return slice(*window["y"]), slice(*window["x"])
 
 
-def oracle(world: synthetic.World, manifest: Mapping[str, Any], dates: np.ndarray, *, members: int,
+def oracle(world: synth.World, manifest: Mapping[str, Any], dates: np.ndarray, *, members: int,
            seed: int) -> dict[str, np.ndarray]:
     """``{target: [T, members, H, W] float32}`` drawn from the exact law, on the dataset's window."""
     ys, xs = _window(manifest)
-    ds = synthetic.oracle_ensemble(world, dates, members=members, seed=seed)
+    ds = synth.oracle_ensemble(world, dates, members=members, seed=seed)
     return {c["name"]: ds[c["name"]].transpose("time", "member", "y", "x").values[..., ys, xs]
             for c in manifest["targets"]}
 
 
-def check_world_truth(world: synthetic.World, manifest: Mapping[str, Any], dates: np.ndarray, *,
+def check_world_truth(world: synth.World, manifest: Mapping[str, Any], dates: np.ndarray, *,
                       truth: Mapping[str, np.ndarray]) -> None:
     """The shards' ``truth`` ``{name: [T, H, W]}`` equals the world's truth for ``dates`` (float32
     precision), or a one-line error: the dataset and the world do not belong together."""
     ys, xs = _window(manifest)
-    law = synthetic.truth(world, dates)
+    law = synth.truth(world, dates)
     for name, values in truth.items():
         expected = law[name][..., ys, xs]
         atol = TRUTH_ATOL_STD * max(float(expected.std()), 1e-6)

@@ -193,7 +193,7 @@ def test_bad_input_is_one_line_naming_the_file_and_leaves_nothing(case, tmp_path
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    from hpcdiff.data.synthetic import write_world
+    from hpcdiff.data.synth import write_world
 
     base = tmp_path_factory.mktemp("tiny")
     world = write_world(base / "world", preset="tiny", seed=0, progress=False)
@@ -211,7 +211,7 @@ def test_shipped_recipes_load():
 
 
 def test_synthetic_world_matches_the_generators_bilinear_baseline(tiny_dataset):
-    from hpcdiff.data.synthetic import bilinear_baseline, load_world
+    from hpcdiff.data.synth import bilinear_baseline, load_world
 
     world, dataset = tiny_dataset
     assert main(["check", str(dataset)]) == 0

@@ -11,9 +11,9 @@ import h5py
 import netCDF4
 import numpy as np
 
-from hpcdiff.data import synthetic
+from hpcdiff.data import synth
+from hpcdiff.timeaxis import CALENDAR, TIME_UNITS, to_days
 
-EPOCH = np.datetime64("1970-01-01", "D")
 MAPPING = "lambert_conformal_conic"
 
 
@@ -33,8 +33,8 @@ def write_samples(path: Path, fields: Mapping[str, np.ndarray], *, dates: np.nda
         for dim, size in (("time", n_time), ("member", n_member), ("y", height), ("x", width)):
             ds.createDimension(dim, size)
         time = ds.createVariable("time", "f8", ("time",))
-        time.setncatts({"units": "days since 1970-01-01", "calendar": "standard", "standard_name": "time"})
-        time[:] = (np.asarray(dates, "datetime64[D]") - EPOCH).astype(np.float64)
+        time.setncatts({"units": TIME_UNITS, "calendar": CALENDAR, "standard_name": "time"})
+        time[:] = to_days(dates).astype(np.float64)
         ds.createVariable("member", "i4", ("member",))[:] = np.arange(n_member)
         for name in ("x", "y"):
             coord = ds.createVariable(name, "f8", (name,))
@@ -60,7 +60,7 @@ def write_samples(path: Path, fields: Mapping[str, np.ndarray], *, dates: np.nda
 def oracle_fields(world_root: Path, dates: np.ndarray, *, members: int, seed: int,
                   shift: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
     """Oracle draws ``{name: [T, M, H, W]}`` of the synthetic world, optionally shifted by ``shift``."""
-    world = synthetic.load_world(world_root)
-    ds = synthetic.oracle_ensemble(world, dates, members=members, seed=seed)
+    world = synth.load_world(world_root)
+    ds = synth.oracle_ensemble(world, dates, members=members, seed=seed)
     shift = shift or {}
-    return {name: ds[name].values + np.float32(shift.get(name, 0.0)) for name in synthetic.TARGET_VARS}
+    return {name: ds[name].values + np.float32(shift.get(name, 0.0)) for name in synth.TARGET_VARS}

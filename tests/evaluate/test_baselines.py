@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from hpcdiff.data import synthetic
+from hpcdiff.data import synth
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.evaluate import baselines
 from hpcdiff.evaluate.truth import load_truth
@@ -21,7 +21,7 @@ def manifest_of(dataset):
 def test_bilinear_from_the_shards_is_the_synthetic_bilinear(tiny, test_dates):
     manifest = manifest_of(tiny[1])
     ours = baselines.bilinear(tiny[1], manifest, test_dates)
-    reference = synthetic.bilinear_baseline(synthetic.load_world(tiny[0]), test_dates)
+    reference = synth.bilinear_baseline(synth.load_world(tiny[0]), test_dates)
     for name in ("t2m", "tp", "e"):
         assert ours[name].shape == (test_dates.size, 1, 32, 32)
         np.testing.assert_allclose(ours[name][:, 0], reference[name].values, rtol=1e-5, atol=1e-4)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hpcdiff.data import synthetic
+from hpcdiff.data import synth
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.evaluate.truth import LAND_THRESHOLD, load_truth, read_static
 
@@ -23,7 +23,7 @@ def test_truth_of_any_split_is_the_world_truth(tiny):
     dates = np.array([splits["test"]["dates"][3], splits["train"]["dates"][0], splits["val"]["dates"][-1],
                       splits["test"]["dates"][0]], "datetime64[D]")  # not in shard order
     truth = load_truth(dataset, manifest, dates)
-    law = synthetic.truth(synthetic.load_world(world_root), dates)
+    law = synth.truth(synth.load_world(world_root), dates)
     for name in ("t2m", "tp", "e"):
         assert truth[name].shape == (4, 32, 32)
         np.testing.assert_allclose(truth[name], law[name], rtol=1e-5, atol=1e-4)
@@ -37,7 +37,7 @@ def test_missing_dates_are_named(tiny):
 
 
 def test_static_land_mask(tiny):
-    world = synthetic.load_world(tiny[0])
+    world = synth.load_world(tiny[0])
     static = read_static(tiny[1], manifest_of(tiny[1]))
     np.testing.assert_array_equal(static.land, world.lsm > LAND_THRESHOLD)
     assert 0 < static.land.sum() < static.land.size

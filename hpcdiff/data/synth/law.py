@@ -1,0 +1,169 @@
+"""The generative law of the synthetic world, and the presets that say what to write.
+
+The fine law p(fine | coarse, statics) (``B`` = bilinear interpolation, in degrees of lat/lon, of the
+decoded daily ERA5 aggregates to the target lat/lon, as :mod:`hpcdiff.data.regrid` does;
+``s = cos(2 pi (doy - peak) / 365.25)``; ``lsm`` 0/1 and ``oro`` (m) from ``static.nc``; ``eps_v``
+independent Gaussian random fields of marginal std ``std_v`` and 2-D power spectrum
+``(corr_km**-2 + kappa**2) ** (-beta / 2)``, kappa in rad km-1, drawn periodic on a padded grid and cut
+to the target)::
+
+    t2m = B(t2m) - lapse_rate * oro + land_sea_k * s * (lsm - 0.5) + eps_t2m                   [K]
+    z   = sqrt(max(B(tp), 0) / c) - tp_offset + tp_orography * oro + eps_tp                     [-]
+    tp  = c * max(z, 0) ** 2                                                                   [kg m-2]
+    e   = B(e) + (1 - lsm) * (e_sea + e_sea_season * s) + eps_e                                [kg m-2]
+
+The coarse weather (:class:`CoarseWeather`) is a smooth latent Gaussian process mapped to physical
+ERA5 fields (:mod:`hpcdiff.data.synth.weather`); the orography (:class:`OrographySpec`) is synthetic.
+
+Presets (years 1991-2005; measured on 2 shared cores, ``hpcdiff synth OUT --preset P``, including
+~3 s to import ``global_land_mask``): ``tiny`` 32 x 32, 6 days a year, hourly ERA5 (4 s, 8 MB);
+``demo`` 64 x 64, 60 days a year, daily ERA5 (5 s, 49 MB; every day would take 13 s, 286 MB);
+``bench`` 256 x 256, every day, daily ERA5 (66 s, 4.2 GB, 1.5 GB peak memory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.timeaxis import dates_of_year
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSpec:
+    """A stationary Gaussian random field: marginal ``std`` (field units), 2-D power spectrum
+    ``(corr_km**-2 + kappa**2) ** (-beta / 2)`` with ``kappa`` in rad km-1 (Matérn, smoothness
+    ``(beta - 2) / 2``)."""
+
+    std: float
+    corr_km: float
+    beta: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseWeather:
+    """The ERA5-like weather on the 0.25 deg grid: latent unit-variance fields (T, P, W, E), smooth in
+    space (spectrum in grid cells) and in time (Gaussian moving average of daily white fields),
+    mapped to physical fields."""
+
+    t2m_mean_k: float = 281.5
+    t2m_season_k: float = 8.0
+    t2m_lat_k_per_deg: float = -0.6
+    t2m_anomaly_k: float = 3.0
+    t2m_diurnal_k: float = 2.5
+    t2m_diurnal_season_k: float = 1.5
+    msl_mean_pa: float = 101_325.0
+    msl_lat_pa_per_deg: float = -150.0
+    msl_anomaly_pa: float = 1100.0
+    wind_friction: float = 0.45  # 10 m wind = friction x geostrophic wind of msl
+    tp_rate_kg_m2_day: float = 6.0
+    tp_threshold: float = 0.2
+    tp_power: float = 1.5
+    tp_autumn: float = 0.3  # relative seasonal modulation peaking at day 300
+    evap_kg_m2_day: float = 1.3
+    evap_season_kg_m2_day: float = 1.1
+    evap_anomaly_kg_m2_day: float = 0.3
+    evap_diurnal: float = 1.6  # hourly evaporation x (1 + evap_diurnal sin), so nights condense
+    latent_corr_cells: tuple[float, float, float, float] = (10.0, 30.0, 8.0, 10.0)  # T, P, W, E
+    latent_beta: float = 6.0
+    latent_corr_days: float = 1.2
+    latent_window_days: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class FineLaw:
+    """p(fine | coarse, statics): see the module docstring for the formulas."""
+
+    lapse_rate_k_per_m: float = 0.0065
+    land_sea_k: float = 1.5
+    season_peak_doy: float = 196.0
+    t2m_noise: NoiseSpec = NoiseSpec(std=0.6, corr_km=15.0, beta=3.0)
+    tp_scale_kg_m2: float = 1.0
+    tp_offset: float = 0.5
+    tp_orography_per_m: float = 0.002
+    tp_noise: NoiseSpec = NoiseSpec(std=0.6, corr_km=10.0, beta=3.0)
+    e_sea_kg_m2: float = -0.4
+    e_sea_season_kg_m2: float = -0.3
+    e_noise: NoiseSpec = NoiseSpec(std=0.15, corr_km=20.0, beta=4.0)
+    pad_corr: float = 5.0  # noise is drawn periodic on the target grid padded by pad_corr x max corr_km
+
+
+@dataclasses.dataclass(frozen=True)
+class OrographySpec:
+    """Synthetic orography (m): 0 at sea, rising inland over ``coast_km``, modulated by a smooth
+    random field, at most ``1.2 * max_m``."""
+
+    max_m: float = 250.0
+    coast_km: float = 10.0
+    relief: NoiseSpec = NoiseSpec(std=0.3, corr_km=30.0, beta=5.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Law:
+    """The whole generative process: coarse weather, fine law given the coarse state, orography."""
+
+    coarse: CoarseWeather = CoarseWeather()
+    fine: FineLaw = FineLaw()
+    orography: OrographySpec = OrographySpec()
+
+
+def law_from_dict(data: dict) -> Law:
+    """The :class:`Law` of ``dataclasses.asdict(law)`` as stored in ``world.json`` (lists back to tuples)."""
+    def value(raw: object) -> object:
+        if isinstance(raw, dict):
+            return NoiseSpec(**raw)
+        return tuple(raw) if isinstance(raw, list) else raw
+
+    def build(cls: type, values: dict) -> object:
+        return cls(**{f.name: value(values[f.name]) for f in dataclasses.fields(cls) if f.name in values})
+
+    return Law(coarse=build(CoarseWeather, data["coarse"]), fine=build(FineLaw, data["fine"]),
+               orography=build(OrographySpec, data["orography"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """What to write. ``days_per_year`` ``None``: every day; otherwise a block of that many consecutive
+    days per year, whose start moves by 97 days from year to year so that the blocks visit every
+    season. ``era5_flavour``: ``nc3``, ``nc4`` or ``alternate`` (even years nc3, odd years nc4)."""
+
+    name: str
+    shape: tuple[int, int]
+    years: tuple[int, ...] = tuple(range(1991, 2006))
+    days_per_year: int | None = None
+    era5_freq: str = "1D"
+    era5_flavour: str = "alternate"
+    dx_m: float = 2500.0
+    centre: tuple[float, float] = (56.0, 10.5)  # lat, lon (degrees)
+    margin_deg: float = 1.0
+
+    def dates(self, year: int) -> np.ndarray:
+        """The dates ``[n]`` datetime64[D] written for ``year``."""
+        every = dates_of_year(year)
+        if self.days_per_year is None:
+            return every
+        start = ((year - self.years[0]) * 97) % (every.size - self.days_per_year + 1)
+        return every[start:start + self.days_per_year]
+
+    def flavour(self, year: int) -> str:
+        """The ERA5 file layout of ``year``: ``nc3`` or ``nc4``."""
+        if self.era5_flavour == "alternate":
+            return "nc3" if year % 2 == 0 else "nc4"
+        return self.era5_flavour
+
+
+PRESETS = {
+    "tiny": Preset("tiny", shape=(32, 32), days_per_year=6, era5_freq="1h"),
+    "demo": Preset("demo", shape=(64, 64), days_per_year=60, era5_freq="1D"),
+    "bench": Preset("bench", shape=(256, 256), era5_freq="1D"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset ``name``; a one-line error naming the valid ones otherwise."""
+    if name not in PRESETS:
+        raise HpcdiffError(f"unknown synthetic preset {name!r} (valid: {', '.join(PRESETS)})")
+    return PRESETS[name]
+

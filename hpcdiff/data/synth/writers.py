@@ -1,0 +1,116 @@
+"""Writing a world: the DANRA-like target files, the statics, and :func:`write_world`, which is
+``hpcdiff synth``.
+
+Targets are NetCDF4 ``(time, y, x)`` float32 on the Lambert grid, daily values stamped 00:00 (days
+since 1990-01-01); the statics file holds ``lsm`` (0/1) and ``orography`` (m). Both carry 2-D
+``lat``/``lon`` and the grid mapping. Writing is atomic: the world is built next to its folder and
+renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+from tqdm import tqdm
+
+from hpcdiff.data.synth.era5 import write_era5_nc3, write_era5_nc4
+from hpcdiff.data.synth.geometry import WORLD_JSON, World, build_world, world_json
+from hpcdiff.data.synth.law import get_preset
+from hpcdiff.data.synth.meta import DANRA_EPOCH, TARGET_META, TARGET_VARS, set_attrs
+from hpcdiff.data.synth.truth import truth
+from hpcdiff.data.synth.weather import era5_fields
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.fsutil import atomic_dir
+from hpcdiff.timeaxis import to_days
+
+
+def _write_grid(ds: netCDF4.Dataset, world: World) -> None:
+    """Dimensions ``y``, ``x``; coordinates x, y (m), 2-D lat, lon (degrees) and the grid mapping."""
+    ds.createDimension("y", world.grid.y.size)
+    ds.createDimension("x", world.grid.x.size)
+    for name, axis in (("x", "X"), ("y", "Y")):
+        coord = ds.createVariable(name, "f8", (name,))
+        set_attrs(coord, {"units": "m", "standard_name": f"projection_{name}_coordinate", "axis": axis})
+        coord[:] = getattr(world.grid, name)
+    for name, units, long_name in (("lat", "degrees_north", "latitude"),
+                                   ("lon", "degrees_east", "longitude")):
+        coord = ds.createVariable(name, "f8", ("y", "x"))
+        set_attrs(coord, {"units": units, "standard_name": long_name, "long_name": long_name})
+        coord[:] = getattr(world, name)
+    mapping = ds.createVariable("lambert_conformal_conic", "i4")
+    attrs = world.grid.projection.cf_attributes()
+    set_attrs(mapping, {**attrs, "standard_parallel": np.asarray(attrs["standard_parallel"])})
+
+
+def _data_var(ds: netCDF4.Dataset, name: str, dims: tuple[str, ...], attrs: dict,
+              **kwargs: object) -> netCDF4.Variable:
+    """A float32 variable ``name`` on the target grid (grid mapping and 2-D lat/lon attached)."""
+    var = ds.createVariable(name, "f4", dims, **kwargs)
+    set_attrs(var, {**attrs, "grid_mapping": "lambert_conformal_conic", "coordinates": "lat lon"})
+    return var
+
+
+def write_danra(path: Path, world: World, dates: np.ndarray, *, block_days: int = 32) -> None:
+    """The truth of ``dates`` as DANRA-like NetCDF4 ``(time, y, x)`` float32, daily values stamped
+    00:00 (days since 1990-01-01); computed ``block_days`` at a time to bound the memory."""
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        _write_grid(ds, world)
+        ds.createDimension("time", dates.size)
+        time = ds.createVariable("time", "i4", ("time",))
+        set_attrs(time, {"units": "days since 1990-01-01 00:00:00", "calendar": "standard",
+                         "standard_name": "time", "axis": "T"})
+        time[:] = to_days(dates, epoch=DANRA_EPOCH).astype(np.int32)
+        variables = {}
+        for name in TARGET_VARS:
+            units, long_name, standard_name, cell_methods = TARGET_META[name]
+            variables[name] = _data_var(ds, name, ("time", "y", "x"), {
+                "units": units, "long_name": long_name, "standard_name": standard_name,
+                "cell_methods": cell_methods}, chunksizes=(1, *world.shape))
+        for start in range(0, dates.size, block_days):
+            block = truth(world, dates[start:start + block_days])
+            for name, var in variables.items():
+                var[start:start + block_days] = block[name].astype(np.float32)
+        ds.setncatts({"Conventions": "CF-1.8", "title": "DANRA-like synthetic targets (hpcdiff)",
+                      "preset": world.preset, "seed": world.seed})
+
+
+def write_static(path: Path, world: World) -> None:
+    """``lsm`` (0/1) and ``orography`` (m) on the target grid, with lat/lon and the grid mapping."""
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        _write_grid(ds, world)
+        lsm = _data_var(ds, "lsm", ("y", "x"), {"units": "1", "long_name": "land-sea mask (global_land_mask)",
+                                                "standard_name": "land_binary_mask"})
+        lsm[:] = world.lsm.astype(np.float32)
+        oro = _data_var(ds, "orography", ("y", "x"), {"units": "m", "long_name": "synthetic orography",
+                                                      "standard_name": "surface_altitude"})
+        oro[:] = world.orography.astype(np.float32)
+        ds.setncatts({"Conventions": "CF-1.8", "title": "static fields of the synthetic world (hpcdiff)"})
+
+
+def write_year(world: World, year: int) -> None:
+    """ERA5 file of ``year``, then the truth, computed from what the ERA5 file decodes to."""
+    times, fields = era5_fields(world, year)
+    writer = write_era5_nc3 if world.flavours[year] == "nc3" else write_era5_nc4
+    writer(world.era5_path(year), world, times, fields)
+    write_danra(world.danra_path(year), world, world.dates[year])
+
+
+def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: bool = True) -> Path:
+    """Write the synthetic world of ``preset`` to the folder ``out`` (atomically: built next to it,
+    renamed at the end, replacing an old one); the same ``preset`` and ``seed`` give identical bytes."""
+    spec = get_preset(preset)
+    if seed < 0:
+        raise HpcdiffError(f"synthetic world seed must be >= 0 (got {seed})")
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        world = build_world(tmp, spec, seed=seed)
+        for sub in ("era5", "danra", "static"):
+            (tmp / sub).mkdir()
+        write_static(world.static_path, world)
+        for year in tqdm(world.years, desc=f"synth {preset}", unit="year", disable=not progress):
+            write_year(world, year)
+        (tmp / WORLD_JSON).write_text(json.dumps(world_json(world), indent=1, sort_keys=True) + "\n")
+    return out
