@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     quiet.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
     p = sub.add_parser("synth", parents=[quiet], help="write the synthetic ERA5-like + DANRA-like world")
-    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("out", type=Path,
+                   help="output folder: new, empty, or an earlier synthetic world (which is replaced)")
     p.add_argument("--preset", default="tiny", help="tiny | demo | bench (default: tiny)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 

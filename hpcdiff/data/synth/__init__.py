@@ -33,7 +33,7 @@ Public API (what the rest of hpcdiff uses):
 """
 
 from hpcdiff.data.synth.era5 import coarse_daily
-from hpcdiff.data.synth.geometry import World, load_world
+from hpcdiff.data.synth.geometry import World, is_world, load_world
 from hpcdiff.data.synth.law import PRESETS, Law, get_preset
 from hpcdiff.data.synth.meta import ERA5_VARS, TARGET_VARS
 from hpcdiff.data.synth.truth import (
@@ -56,6 +56,7 @@ __all__ = [
     "conditional_mean",
     "conditional_params",
     "get_preset",
+    "is_world",
     "load_world",
     "oracle_ensemble",
     "truth",

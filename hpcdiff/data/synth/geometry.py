@@ -160,6 +160,16 @@ def read_world_json(root: Path) -> dict:
     return meta
 
 
+def is_world(path: Path) -> bool:
+    """Whether the folder ``path`` holds a synthetic world (of any format version): a ``world.json``
+    that :func:`world_json` wrote."""
+    try:
+        meta = json.loads((Path(path) / WORLD_JSON).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and {"format_version", "preset", "seed", "law"} <= set(meta)
+
+
 def _target_grid(meta: dict) -> ProjectedGrid:
     """The target grid of ``world.json``'s ``target_grid``."""
     height, width = meta["shape"]

@@ -3,8 +3,8 @@
 
 Targets are NetCDF4 ``(time, y, x)`` float32 on the Lambert grid, daily values stamped 00:00 (days
 since 1990-01-01); the statics file holds ``lsm`` (0/1) and ``orography`` (m). Both carry 2-D
-``lat``/``lon`` and the grid mapping. Writing is atomic: the world is built next to its folder and
-renamed at the end.
+``lat``/``lon`` and the grid mapping. A world's folder is recognizable by its ``world.json``; writing
+replaces an existing world atomically and refuses to touch anything else.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hpcdiff.data.synth.era5 import write_era5_nc3, write_era5_nc4
-from hpcdiff.data.synth.geometry import WORLD_JSON, World, build_world, world_json
+from hpcdiff.data.synth.geometry import WORLD_JSON, World, build_world, is_world, world_json
 from hpcdiff.data.synth.law import get_preset
 from hpcdiff.data.synth.meta import DANRA_EPOCH, TARGET_META, TARGET_VARS, set_attrs
 from hpcdiff.data.synth.truth import truth
@@ -98,13 +98,31 @@ def write_year(world: World, year: int) -> None:
     write_danra(world.danra_path(year), world, world.dates[year])
 
 
+def check_replaceable(out: Path) -> None:
+    """A one-line error unless ``out`` is free to become a world: absent, an empty folder, or a world
+    (which is then replaced)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise HpcdiffError(f"{out}: exists and is not a folder; not replacing it with a synthetic world")
+    try:
+        empty = not any(out.iterdir())
+    except OSError as err:
+        raise HpcdiffError(f"{out}: cannot list the folder ({err.strerror})") from None
+    if not empty and not is_world(out):
+        raise HpcdiffError(f"{out}: folder is not empty and holds no synthetic world ({WORLD_JSON}); "
+                           "not replacing it (choose a new or empty folder)")
+
+
 def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: bool = True) -> Path:
     """Write the synthetic world of ``preset`` to the folder ``out`` (atomically: built next to it,
-    renamed at the end, replacing an old one); the same ``preset`` and ``seed`` give identical bytes."""
+    renamed at the end); the same ``preset`` and ``seed`` give identical bytes. ``out`` may be new, an
+    empty folder or an existing world, which is replaced; anything else is refused untouched."""
     spec = get_preset(preset)
     if seed < 0:
         raise HpcdiffError(f"synthetic world seed must be >= 0 (got {seed})")
     out = Path(out)
+    check_replaceable(out)
     with atomic_dir(out) as tmp:
         world = build_world(tmp, spec, seed=seed)
         for sub in ("era5", "danra", "static"):
