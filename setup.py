@@ -10,6 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["hpcdiff", "hpcdiff.*"]),
+    # the demo's jobs and recipe (jobs/demo_*.yaml and preprocess/synthetic.yaml link to them)
+    package_data={"hpcdiff": ["defaults/*.yaml"]},
     # torch is not pinned: on a cluster the site's CUDA build is used as it is. Install it before this
     # package (tools/setup_env.sh does), or pip may resolve a different build.
     install_requires=[

@@ -26,7 +26,7 @@ from typing import Any
 
 from hpcdiff.errors import HpcdiffError
 
-REPO = Path(__file__).resolve().parents[1]
+DEFAULTS = Path(__file__).resolve().parent / "defaults"  # package data: the demo runs from an install
 QUICK_TRAIN = ("model.preset=tiny", "train.max_steps=4", "train.global_batch=4", "train.val_every=4",
                "train.ckpt_every=4", "train.log_every=1")
 QUICK_SAMPLE = ("dates.limit=4", "sample.members=2", "sample.steps=4", "sample.batch_size=4")
@@ -39,8 +39,8 @@ class DemoPlan:
     seed: int = 0
     ranks: int = 2
     quick: bool = False
-    train_job: Path = REPO / "jobs" / "demo_train.yaml"
-    sample_job: Path = REPO / "jobs" / "demo_sample.yaml"
+    train_job: Path = DEFAULTS / "demo_train.yaml"
+    sample_job: Path = DEFAULTS / "demo_sample.yaml"
     train_overrides: tuple[str, ...] = ()
     sample_overrides: tuple[str, ...] = ()
 
@@ -108,7 +108,7 @@ def stages(plan: DemoPlan) -> list[Stage]:
         Stage("synthesize the world", _hpcdiff("synth", plan.world, "--preset", plan.preset, "--seed",
                                                str(plan.seed)), done=plan.world / "world.json"),
         Stage("preprocess", mpi_prefix(plan.ranks) + _hpcdiff(
-            "preprocess", REPO / "preprocess" / "synthetic.yaml", "--out", plan.dataset,
+            "preprocess", DEFAULTS / "synthetic.yaml", "--out", plan.dataset,
             "--set", f"root={plan.world.resolve()}"), done=plan.dataset / "manifest.json", env=threads),
         Stage("check the dataset", _hpcdiff("check", plan.dataset)),
         Stage("train", _hpcdiff("submit", "train", plan.train_job, "--out", plan.run, "--executor", "local",

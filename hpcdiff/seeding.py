@@ -1,10 +1,30 @@
 """Seeds derived from tuples of integers, so that a random draw depends on *what* it is for (a sample,
-a date and member, a rank and step) and never on batching, chunking or the number of ranks."""
+a date and member, a rank and step) and never on batching, chunking or the number of ranks.
+
+Every stream is seeded from ``(seed, purpose, ...)`` with a :class:`Purpose` tag, so no two uses can
+draw the same numbers: without the tag, dropout seeded by ``(seed, rank 0, micro-step 5)`` and the noise
+of sample 5 seeded by ``(seed, epoch 0, index 5)`` would be one and the same stream.
+"""
 
 from __future__ import annotations
 
+import enum
+
 import numpy as np
 import torch
+
+
+class Purpose(enum.IntEnum):
+    """What a random stream is for: the second element of every seed tuple."""
+
+    INIT = 1  # network initialization (rank 0's is broadcast)
+    DROPOUT = 2  # dropout masks: (rank, micro-step)
+    NOISE = 3  # a training sample's time step and noise: (epoch, global sample index)
+    SHUFFLE = 4  # an epoch's batch order: (epoch)
+    MEMBER = 5  # an ensemble member's sampling noise: (day number, member)
+
+
+INIT, DROPOUT, NOISE, SHUFFLE, MEMBER = (int(p) for p in Purpose)
 
 
 def mix_seed(*parts: int) -> int:

@@ -33,8 +33,8 @@ def test_quick_demo_produces_every_output(tmp_path):
         for method, values in methods.items():
             assert set(values) >= METRICS, (variable, method)
             assert all(isinstance(x, float) for x in values.values()), (variable, method)
-    assert metrics["t2m"]["oracle"]["crps_ratio_to_oracle"] == pytest.approx(1.0)
     with netCDF4.Dataset(out / "samples.nc") as ds:
+        assert float(ds["tp"][:].min()) >= 0.0  # physical bounds hold in the demo's own output
         assert ds["t2m"].dimensions == ("time", "member", "y", "x")
         assert ds["t2m"].shape[:2] == (4, 2)
         assert ds.Conventions == "CF-1.8"

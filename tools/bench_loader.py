@@ -33,6 +33,7 @@ import xarray as xr
 
 from hpcdiff.config import load_config
 from hpcdiff.data.loader import ShardDataset
+from hpcdiff.data.manifest import Manifest
 from hpcdiff.data.preprocess import run_preprocess
 from hpcdiff.data.recipe import PreprocessRecipe
 from hpcdiff.data.transforms import forward
@@ -74,8 +75,8 @@ def write_flat(ds: ShardDataset, path: Path) -> tuple[int, int]:
         for shard in ds.paths:
             with h5py.File(shard, "r") as h5:
                 np.concatenate([h5["target"][...], h5["cond"][...]], axis=1).tofile(f)
-    sample = ds.manifest["grid"]["shape"][0] * ds.manifest["grid"]["shape"][1] * 4
-    per_sample = sample * (len(ds.manifest["targets"]) + len(ds.manifest["conditions"]))
+    sample = ds.manifest.grid.shape[0] * ds.manifest.grid.shape[1] * 4
+    per_sample = sample * (len(ds.manifest.targets) + len(ds.manifest.conditions))
     return per_sample, sum(ds.sizes)
 
 
@@ -91,7 +92,7 @@ def time_raw(ds: ShardDataset, flat: Path, *, per_sample: int, max_batches: int)
     return time.perf_counter() - start, samples
 
 
-def naive_sample(world: Path, date: np.datetime64, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+def naive_sample(world: Path, date: np.datetime64, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
     """One sample the naive way: xarray opens, aggregates, interpolates and normalizes one date."""
     year = int(year_of(date))
     with xr.open_dataset(world / "era5" / f"era5_{year}.nc") as era5, \
@@ -102,17 +103,17 @@ def naive_sample(world: Path, date: np.datetime64, manifest: dict) -> tuple[np.n
         day = era5.sel(time=slice(np.datetime64(date, "h"), np.datetime64(date, "h") + 23))
         lat, lon = danra["lat"], danra["lon"]
         cond = []
-        for channel in manifest["conditions"]:
-            field = day[channel["name"]]
-            field = field.sum("time") * 1000 if channel["kind"] == "accumulation" else field.mean("time")
-            cond.append(forward(field.interp(latitude=lat, longitude=lon).values, channel["stats"]))
-        target = [forward(danra[c["name"]].sel(time=date).values, c["stats"]) for c in manifest["targets"]]
+        for channel in manifest.conditions:
+            field = day[channel.name]
+            field = field.sum("time") * 1000 if channel.units == "kg m-2" else field.mean("time")
+            cond.append(forward(field.interp(latitude=lat, longitude=lon).values, channel.stats))
+        target = [forward(danra[c.name].sel(time=date).values, c.stats) for c in manifest.targets]
     return np.stack(target).astype(np.float32), np.stack(cond).astype(np.float32)
 
 
-def time_naive(world: Path, manifest: dict, *, dates: int) -> tuple[float, int]:
-    chosen = np.array(manifest["splits"]["train"]["dates"][:: max(1, len(manifest["splits"]["train"]["dates"])
-                                                                 // dates)][:dates], dtype="datetime64[D]")
+def time_naive(world: Path, manifest: Manifest, *, dates: int) -> tuple[float, int]:
+    train = manifest.splits["train"].dates
+    chosen = np.array(train[:: max(1, len(train) // dates)][:dates], dtype="datetime64[D]")
     naive_sample(world, chosen[0], manifest)  # warm-up
     start = time.perf_counter()
     for date in chosen:
@@ -131,8 +132,8 @@ def main() -> None:
     args = parser.parse_args()
     ensure_dataset(args.world, args.dataset)
     ds = ShardDataset(args.dataset, "train", batch_size=args.batch_size, seed=0)
-    results = {"batch_size": args.batch_size, "grid": ds.manifest["grid"]["shape"],
-               "channels": {"target": len(ds.target_channels), "cond": len(ds.cond_channels)}}
+    results = {"batch_size": args.batch_size, "grid": list(ds.manifest.grid.shape),
+               "channels": {"target": len(ds.manifest.targets), "cond": len(ds.manifest.condition_names)}}
     time_loader(ds, workers=0, max_batches=args.max_batches)  # warm the page cache
     for workers in (0, 2):
         seconds, samples, nbytes = time_loader(ds, workers=workers, max_batches=args.max_batches)

@@ -44,30 +44,29 @@ def build_dataset(workdir: Path) -> Path:
 
 def fake_run(workdir: Path, dataset: Path) -> Path:
     """``RUN/checkpoints/step-00000000/state.pt`` with a random ``small`` network (no zero weights:
-    the zero-initialized output layer would make every call trivially the same)."""
+    the zero-initialized output layer would make every call trivially the same), its run spec derived
+    from a training job exactly as training derives it."""
     import torch
 
     from hpcdiff.config import to_dict
-    from hpcdiff.data.shards import read_manifest
-    from hpcdiff.models import build_model
+    from hpcdiff.data.manifest import read_manifest
+    from hpcdiff.runspec import RunSpec
     from hpcdiff.train.job import DataSection, ModelSection, TrainJob
 
     run = workdir / "run"
     path = run / "checkpoints" / "step-00000000"
     path.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(dataset)
-    cond = len(manifest["conditions"]) + len(manifest["static_channels"])
+    job = TrainJob(data=DataSection(dataset=dataset), model=ModelSection(preset="small"))
+    spec = RunSpec.from_job(job, manifest)
     torch.manual_seed(0)
-    model = build_model("small", target_channels=3, cond_channels=cond, learn_sigma=True)
+    model = spec.build_model()
     with torch.no_grad():
         for p in model.parameters():
             if not p.abs().sum():
                 p.normal_(0, 0.02)
-    job = TrainJob(data=DataSection(dataset=dataset), model=ModelSection(preset="small"))
-    spec = {"model": "unet", "preset": "small", "target_channels": 3, "cond_channels": cond,
-            "learn_sigma": True, "image_shape": manifest["grid"]["shape"]}
-    torch.save({"step": 0, "ema": model.state_dict(), "model_spec": spec, "config": to_dict(job),
-                "manifest": manifest, "world_size": 1}, path / "state.pt")
+    torch.save({"step": 0, "ema": model.state_dict(), "run_spec": spec.to_state(), "config": to_dict(job),
+                "manifest": manifest.raw, "world_size": 1}, path / "state.pt")
     return run
 
 
@@ -96,7 +95,7 @@ def time_draw(ens: Any, batch: int, *, repeat: int) -> float:
     """Best wall time (s) of drawing ``batch`` rows (distinct dates and members)."""
     import torch
 
-    dates = ens.plan["dates"]
+    dates = ens.plan.dates
     rows = [(dates[i % len(dates)], i // len(dates)) for i in range(batch)]
     dev = ens.device
     cond = torch.from_numpy(ens.conditions(dates[0])[0])[None].repeat(batch, 1, 1, 1).to(dev)
@@ -156,7 +155,7 @@ def startup_child(run: Path, device: str, batch: int) -> None:
     marks["checkpoint"] = time.time()
     ens = EnsembleSampler(trained, make_plan(job, trained), device=torch.device(device))
     marks["network_and_index"] = time.time()
-    ens.draw([(ens.plan["dates"][0], m) for m in range(batch)])
+    ens.draw([(ens.plan.dates[0], m) for m in range(batch)])
     marks["first_batch"] = time.time()
     print(json.dumps(marks))
 

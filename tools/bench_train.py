@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from hpcdiff.diffusion import GaussianDiffusion, make_betas
-from hpcdiff.models import build_model, eps_model_fn
+from hpcdiff.models import build_backbone
 from hpcdiff.train import engine as ds
 from hpcdiff.train.job import DataSection, OptimSection, TrainJob, TrainSection, batch_arithmetic
 
@@ -45,9 +45,9 @@ def batch(n: int, size: int, rank: int, device: torch.device) -> dict[str, torch
 
 def loss_of(model: torch.nn.Module, diffusion: GaussianDiffusion, b: dict[str, torch.Tensor],
             dtype: torch.dtype) -> torch.Tensor:
-    fn = eps_model_fn(model, b["cond"].to(dtype), b["doy"])
-    return diffusion.training_losses(lambda x, t: fn(x.to(dtype), t).float(), b["x0"], b["t"],
-                                     noise=b["noise"])["loss"].mean()
+    cond = b["cond"].to(dtype)
+    return diffusion.training_losses(lambda x, t: model(x.to(dtype), t, cond, b["doy"]).float(), b["x0"],
+                                     b["t"], noise=b["noise"])["loss"].mean()
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -63,8 +63,8 @@ def worker(args: argparse.Namespace) -> None:
     device = torch.device(f"cuda:{env.local_rank}" if on_gpu else "cpu")
     ds.init_distributed(env)
     torch.manual_seed(0)
-    model = build_model(args.preset, target_channels=TARGET_CHANNELS, cond_channels=COND_CHANNELS,
-                        learn_sigma=True, dropout=0.0).to(device)
+    model = build_backbone("unet", args.preset, target_channels=TARGET_CHANNELS, cond_channels=COND_CHANNELS,
+                           learn_sigma=True, dropout=0.0).to(device)
     diffusion = GaussianDiffusion(make_betas("cosine", 1000), var_type="learned_range", loss_type="hybrid")
     lr_lambda = functools.partial(ds.warmup_cosine, warmup_steps=10, max_steps=1000, min_ratio=0.1)
     b = batch(plan.micro_batch, args.size, env.rank, device)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hpcdiff.diffusion import GaussianDiffusion, make_betas
-from hpcdiff.models import UNET_PRESETS, build_model, eps_model_fn
+from hpcdiff.models import UNET_PRESETS, build_backbone
 
 SIZES = {"tiny": (8, 32), "small": (8, 64), "base": (1, 256)}  # preset -> (batch, H = W)
 TARGET_CHANNELS, COND_CHANNELS = 3, 6
@@ -54,8 +54,10 @@ def step(model: torch.nn.Module, diffusion: GaussianDiffusion, batch: dict[str, 
     device_type = batch["x0"].device.type
     autocast = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with autocast, contextlib.nullcontext() if backward else torch.no_grad():
-        model_fn = eps_model_fn(model, batch["cond"], batch["doy"])
-        loss = diffusion.training_losses(lambda x, t: model_fn(x, t).float(), batch["x0"], batch["t"],
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model(x, t, batch["cond"], batch["doy"]).float()
+
+        loss = diffusion.training_losses(model_fn, batch["x0"], batch["t"],
                                          noise=batch["noise"])["loss"].mean()
     if backward:
         model.zero_grad(set_to_none=True)
@@ -90,8 +92,8 @@ def bench(preset: str, args: argparse.Namespace, device: torch.device) -> dict:
     batch_size, size = SIZES[preset]
     batch_size, size = args.batch or batch_size, args.size or size
     torch.manual_seed(0)
-    model = build_model(preset, target_channels=TARGET_CHANNELS, cond_channels=COND_CHANNELS,
-                        learn_sigma=True)
+    model = build_backbone("unet", preset, target_channels=TARGET_CHANNELS, cond_channels=COND_CHANNELS,
+                           learn_sigma=True)
     fmt = torch.channels_last if args.channels_last else torch.preserve_format
     model = model.to(device, memory_format=fmt)
     model.train()

@@ -10,7 +10,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcdiff.data.shards import COPY_SAMPLES, file_sha256, open_shard, read_manifest
+from hpcdiff.data.manifest import read_manifest
+from hpcdiff.data.shards import COPY_SAMPLES, file_sha256, open_shard
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import to_days
 
@@ -19,26 +20,26 @@ def check_dataset(path: Path) -> str:
     """Check every shard and ``static.h5`` of the dataset ``path``; return a one-paragraph summary."""
     path = Path(path)
     manifest = read_manifest(path)
-    height, width = manifest["grid"]["shape"]
-    _check_file(path / manifest["static"]["path"], manifest["static"]["sha256"])
+    height, width = manifest.grid.shape
+    _check_file(path / manifest.static_path, manifest.static_sha256)
     lines = []
-    for split, info in manifest["splits"].items():
-        days = to_days(info["dates"])
-        if sum(s["n"] for s in info["shards"]) != info["n"] or days.size != info["n"]:
-            in_shards = sum(s["n"] for s in info["shards"])
-            raise HpcdiffError(f"{path}/manifest.json: split {split!r} counts disagree "
-                               f"(n {info['n']}, dates {days.size}, shards {in_shards})")
+    for name, split in manifest.splits.items():
+        days = to_days(split.dates)
+        in_shards = sum(s.n for s in split.shards)
+        if in_shards != split.n or days.size != split.n:
+            raise HpcdiffError(f"{path}/manifest.json: split {name!r} counts disagree "
+                               f"(n {split.n}, dates {days.size}, shards {in_shards})")
         offset = 0
-        for shard in info["shards"]:
-            shapes = {"target": (shard["n"], len(manifest["targets"]), height, width),
-                      "cond": (shard["n"], len(manifest["conditions"]), height, width)}
-            _check_file(path / shard["path"], shard["sha256"])
-            _check_shard(path / shard["path"], shapes, days[offset:offset + shard["n"]])
-            offset += shard["n"]
-        lines.append(f"{split}: {info['n']} samples in {len(info['shards'])} shards")
+        for shard in split.shards:
+            shapes = {"target": (shard.n, len(manifest.targets), height, width),
+                      "cond": (shard.n, len(manifest.conditions), height, width)}
+            _check_file(path / shard.path, shard.sha256)
+            _check_shard(path / shard.path, shapes, days[offset:offset + shard.n])
+            offset += shard.n
+        lines.append(f"{name}: {split.n} samples in {len(split.shards)} shards")
     size_mb = sum(f.stat().st_size for f in path.rglob("*.h5")) / 2**20
     return (f"{path}: OK ({', '.join(lines)}; grid {height} x {width}; "
-            f"{len(manifest['targets'])} target + {len(manifest['conditions'])} condition channels; "
+            f"{len(manifest.targets)} target + {len(manifest.conditions)} condition channels; "
             f"{size_mb:.1f} MiB)")
 
 

@@ -32,21 +32,21 @@ import h5py
 import numpy as np
 import torch
 
-from hpcdiff.data.shards import open_shard, read_manifest, read_rows
-from hpcdiff.data.transforms import forward, inverse_transform
-from hpcdiff.diffusion.weights import sdf_weights
+from hpcdiff.data.manifest import Manifest, read_manifest
+from hpcdiff.data.shards import open_shard, read_rows
+from hpcdiff.data.transforms import forward
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.seeding import mix_seed
+from hpcdiff.seeding import SHUFFLE, mix_seed
 from hpcdiff.timeaxis import day_of_year
 
-__all__ = ["ShardDataset", "inverse_transform", "plan_epoch"]
+__all__ = ["ShardDataset", "day_of_year", "plan_epoch"]
 
 
 def plan_epoch(sizes: Sequence[int], *, batch_size: int, chunk: int, seed: int, epoch: int, rank: int,
                world_size: int, shuffle: bool = True, drop_last: bool = True) -> np.ndarray:
     """This rank's batches of one epoch as rows ``(shard, start, stop)`` ``[n_batches, 3]`` int64, from
     shard sizes ``sizes`` (samples). The number of batches is the same on every rank and every epoch."""
-    rng = np.random.default_rng(mix_seed(seed, epoch))  # the same on every rank: shares are disjoint
+    rng = np.random.default_rng(mix_seed(seed, SHUFFLE, epoch))  # the same on every rank: shares are disjoint
     shift = shuffle and drop_last and chunk < batch_size
     max_phase = chunk * (math.ceil(batch_size / chunk) - 1) if shift else 0
     runs = []
@@ -66,17 +66,20 @@ def plan_epoch(sizes: Sequence[int], *, batch_size: int, chunk: int, seed: int, 
     return runs_array[:per_rank * world_size][rank::world_size]
 
 
-def read_statics(root: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+def read_statics(manifest: Manifest) -> dict[str, np.ndarray]:
     """The static channels of the manifest as stored in ``static.h5`` (physical units), by name."""
-    with h5py.File(Path(root) / manifest["static"]["path"], "r") as f:
-        return {c["name"]: f[c["name"]][...] for c in manifest["static_channels"]}
+    path = manifest.root / manifest.static_path
+    try:
+        with h5py.File(path, "r") as f:
+            return {c.name: f[c.name][...] for c in manifest.static_channels}
+    except (OSError, KeyError) as err:
+        raise HpcdiffError(f"{path}: cannot read the static fields ({err})") from None
 
 
-def normalized_statics(fields: dict[str, np.ndarray], manifest: dict[str, Any]) -> np.ndarray:
+def normalized_statics(fields: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
     """The normalized static channels ``[Cs, H, W]`` float32 in the manifest's order, as appended to
     every ``cond``."""
-    return np.stack([forward(fields[c["name"]], c["stats"]).astype(np.float32)
-                     for c in manifest["static_channels"]])
+    return np.stack([forward(fields[c.name], c.stats).astype(np.float32) for c in manifest.static_channels])
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -86,37 +89,27 @@ class ShardDataset(torch.utils.data.Dataset):
                  seed: int = 0, shuffle: bool = True, drop_last: bool = True) -> None:
         assert batch_size > 0 and 0 <= rank < world_size, (batch_size, rank, world_size)
         self.root = Path(dataset)
-        self.manifest: dict[str, Any] = read_manifest(self.root)
-        splits = self.manifest["splits"]
-        if split not in splits or not splits[split]["shards"]:
+        self.manifest: Manifest = read_manifest(self.root)
+        splits = self.manifest.splits
+        if split not in splits or not splits[split].shards:
             raise HpcdiffError(f"{self.root}: split {split!r} has no samples (splits: {', '.join(splits)})")
-        shards = splits[split]["shards"]
+        shards = splits[split].shards
         self.split, self.batch_size, self.rank, self.world_size = split, batch_size, rank, world_size
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        self.paths = [self.root / s["path"] for s in shards]
-        self.sizes = [int(s["n"]) for s in shards]
-        self.chunk = int(self.manifest["batch_chunk"])
+        self.paths = [self.root / s.path for s in shards]
+        self.sizes = [s.n for s in shards]
+        self.chunk = self.manifest.batch_chunk
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self._load_static()
         self._files: dict[int, tuple[h5py.Dataset, h5py.Dataset, np.ndarray]] = {}
         self.set_epoch(0)
 
     def _load_static(self) -> None:
-        """Normalized static channels ``[Cs, H, W]``, the land mask and the SDF weights."""
-        fields = read_statics(self.root, self.manifest)
+        """Normalized static channels ``[Cs, H, W]``, the land mask and the coast distance."""
+        fields = read_statics(self.manifest)
         self._static = normalized_statics(fields, self.manifest)
         self.mask = torch.from_numpy(fields["lsm"].astype(np.float32))[None, None]
         self.sdf_km = fields["sdf"].astype(np.float64)  # [H, W], km, positive on land
-        self.weight = torch.from_numpy(sdf_weights(fields["sdf"]).astype(np.float32))[None, None]
-
-    @property
-    def target_channels(self) -> list[str]:
-        return [c["name"] for c in self.manifest["targets"]]
-
-    @property
-    def cond_channels(self) -> list[str]:
-        return [c["name"] for c in self.manifest["conditions"]] + [c["name"] for c in
-                                                                   self.manifest["static_channels"]]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -36,10 +36,11 @@ from hpcdiff import __version__
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data import plan as planning
 from hpcdiff.data.collective import Collective
+from hpcdiff.data.manifest import MANIFEST, SCHEMA_VERSION
 from hpcdiff.data.recipe import PreprocessRecipe, resolve_root
 from hpcdiff.data.regrid import BilinearPlan, apply_bilinear, plan_bilinear
+from hpcdiff.data.residual import residual_pairs
 from hpcdiff.data.shards import (
-    SCHEMA_VERSION,
     TIME_UNITS,
     compress_shard,
     create_shard,
@@ -55,6 +56,7 @@ from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import ensure_writable_dir, replace_dir
 from hpcdiff.timeaxis import to_days
+from hpcdiff.variables import bounds_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,13 @@ class Setup:
     @property
     def hw(self) -> tuple[int, int]:
         return self.statics.lsm.shape
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """``(target, condition)`` channel pairs of a residual (see :mod:`hpcdiff.data.residual`)."""
+        channels = [[(v.name, v.transform, v.scale) for v in section.variables]
+                    for section in (self.recipe.target, self.recipe.era5)]
+        return residual_pairs(*channels)
 
 
 def prepare(recipe: PreprocessRecipe) -> Setup:
@@ -107,10 +116,12 @@ def read_block(setup: Setup, block: planning.Block, files: OpenFiles) -> tuple[n
 def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: list[planning.Block], *,
                        folder: Path, progress: bool) -> dict[str, RunningStats]:
     """Pass 1: shards ``folder/shards/<split>-<rank>-<k>.h5`` in ``g`` (un-normalized) space; training
-    statistics of ``g`` (targets over land pixels, conditions over the whole domain)."""
+    statistics of ``g`` (targets over land pixels, conditions over the whole domain) and of the
+    residuals ``g_t - g_c`` of the :attr:`Setup.pairs` (whole domain)."""
     recipe = setup.recipe
     channels = {"target": len(recipe.target.variables), "cond": len(recipe.era5.variables)}
     stats = {name: RunningStats.empty(c) for name, c in channels.items()}
+    stats["residual"] = RunningStats.empty(len(setup.pairs))
     land = setup.statics.lsm > 0.5
     by_shard: dict[int, list[planning.Block]] = {}
     for block in blocks:
@@ -129,8 +140,17 @@ def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: l
                     if block.split == "train":
                         stats["target"].update(target, land)
                         stats["cond"].update(cond)
+                        _update_residual(stats["residual"], setup.pairs, target=target, cond=cond)
                     bar.update(block.dates.size)
     return stats
+
+
+def _update_residual(stats: RunningStats, pairs: list[tuple[int, int]], *, target: np.ndarray,
+                     cond: np.ndarray) -> None:
+    """Add ``g_t - g_c`` ``[n, P, H, W]`` of the residual ``pairs`` to ``stats``."""
+    if pairs:
+        k, i = (list(idx) for idx in zip(*pairs, strict=True))
+        stats.update(np.subtract(target[:, k], cond[:, i], dtype=np.float64))
 
 
 def finalize_shards(setup: Setup, shards: list[planning.ShardPlan], *, folder: Path,
@@ -141,22 +161,29 @@ def finalize_shards(setup: Setup, shards: list[planning.ShardPlan], *, folder: P
         name = shard_name(shard.split, shard.rank, shard.index)
         attrs = {"split": shard.split, "rank": shard.rank, "index": shard.index,
                  "schema_version": SCHEMA_VERSION}
-        standardize_shard(folder / name, stats=stats, attrs=attrs)
+        standardize_shard(folder / name, stats={k: stats[k] for k in ("target", "cond")}, attrs=attrs)
         if setup.recipe.shards.compression is not None:
             compress_shard(folder / name, compression=setup.recipe.shards.compression)
         entries.append({"split": shard.split, "path": name, "n": int(shard.dates.size),
-                        "sha256": file_sha256(folder / name)})
+                        "sha256": file_sha256(folder / name), "bytes": (folder / name).stat().st_size})
     return entries
 
 
 def fitted_channels(setup: Setup, parts: list[dict[str, RunningStats]]) -> dict[str, list[dict[str, Any]]]:
-    """Manifest entries of the target and condition channels with statistics merged over ranks."""
+    """Statistics of the target and condition channels merged over ranks, and the residual RMS of each
+    target (normalized units; ``None`` where it has no pair)."""
     recipe, out = setup.recipe, {}
     for key, specs in (("target", recipe.target.variables), ("cond", recipe.era5.variables)):
         total = merged([p[key] for p in parts])
         stats = channel_stats(total, kinds=[s.transform for s in specs], scales=[s.scale for s in specs],
                               names=[s.name for s in specs])
         out[key] = stats
+    residual = merged([p["residual"] for p in parts])
+    rms: list[float | None] = [None] * len(recipe.target.variables)
+    for j, (k, _) in enumerate(setup.pairs):
+        mean_square = residual.m2[j] / max(residual.count[j], 1.0) + residual.mean[j] ** 2
+        rms[k] = float(np.sqrt(mean_square) / out["target"][k]["std"])
+    out["residual_rms"] = rms
     return out
 
 
@@ -191,14 +218,16 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
                    entries: list[dict[str, Any]], static_sha256: str) -> dict[str, Any]:
     """The manifest (see the module docstring of :mod:`hpcdiff.data.loader` for the reader's view)."""
     recipe, grid = setup.recipe, setup.inputs.grid
-    targets = [{"name": v.name, "units": v.units, "stats": s}
-               for v, s in zip(recipe.target.variables, channels["target"], strict=True)]
+    targets = [{"name": v.name, "units": v.units, "stats": s, "bounds": list(bounds_of(v.name)),
+                "residual_rms": rms}
+               for v, s, rms in zip(recipe.target.variables, channels["target"], channels["residual_rms"],
+                                    strict=True)]
     conditions = [{"name": v.name, "units": "kg m-2" if v.kind == "accumulation" else v.units,
                    "source_units": v.units, "kind": v.kind, "stats": s}
                   for v, s in zip(recipe.era5.variables, channels["cond"], strict=True)]
     splits = {}
     for split, dates in setup.splits.items():
-        shards = [{k: e[k] for k in ("path", "n", "sha256")} for e in entries if e["split"] == split]
+        shards = [{k: e[k] for k in ("path", "n", "sha256", "bytes")} for e in entries if e["split"] == split]
         splits[split] = {"n": int(dates.size), "shards": shards, "dates": [str(d) for d in dates]}
     window = {name: [cut.start, cut.stop] for name, cut in zip(("y", "x"), setup.window, strict=True)}
     return {"schema_version": SCHEMA_VERSION, "hpcdiff_version": __version__, "time_units": TIME_UNITS,
@@ -213,8 +242,8 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
 def make_temp_dir(out: Path) -> Path:
     """A fresh temporary folder next to ``out`` with ``shards/``. Refuses to later replace
     an existing ``out`` that is not a dataset (a safety net against ``--out ~``)."""
-    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise HpcdiffError(f"{out}: exists and is not a dataset (no manifest.json); refusing to replace it")
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise HpcdiffError(f"{out}: exists and is not a dataset (no {MANIFEST}); refusing to replace it")
     ensure_writable_dir(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
@@ -231,7 +260,7 @@ def publish(setup: Setup, tmp: Path, out: Path, *, channels: dict[str, list[dict
     dump_config(setup.recipe, tmp / "recipe.yaml")
     manifest = build_manifest(setup, channels=channels, entries=entries,
                               static_sha256=file_sha256(tmp / "static.h5"))
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     replace_dir(tmp, out)
 
 

@@ -146,6 +146,7 @@ class PreprocessRecipe:
 def resolve_root(recipe: PreprocessRecipe, recipe_path: Path | None) -> PreprocessRecipe:
     """The recipe with ``root`` absolute: relative roots are taken from the recipe's folder (or the
     working directory when the recipe did not come from a file)."""
-    base = Path(recipe_path).resolve().parent if recipe_path is not None else Path.cwd()
+    # absolute(), not resolve(): a recipe reached through a symbolic link keeps the link's folder
+    base = Path(recipe_path).absolute().parent if recipe_path is not None else Path.cwd()
     root = Path(recipe.root).expanduser()
     return dataclasses.replace(recipe, root=(root if root.is_absolute() else base / root).resolve())

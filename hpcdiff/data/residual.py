@@ -5,8 +5,10 @@ channel instead of the normalized target itself. ``baseline`` is the target's ow
 (bilinearly regridded by the preprocessing), mapped from the condition's normalization into the
 target's. Both use the same shape transform (``log1p``, ``asinh`` or none, same ``scale``), so the map is
 exactly affine: ``baseline_k = a_k · cond[:, i_k] + b_k`` with ``a = std_c / std_t``,
-``b = (mean_c - mean_t) / std_t``. ``scale`` is the residual's RMS on the training split, so the diffused
-field has unit variance as the noise schedule assumes. Decoding is the exact inverse; a target without
+``b = (mean_c - mean_t) / std_t``. ``scale`` is the residual's RMS on the whole training split, fitted by
+the preprocessing (:func:`residual_pairs` says which channels pair up; in the transformed space the
+residual is simply ``(g_t - g_c) / std_t``) and stored in the manifest, so the diffused field has unit
+variance as the noise schedule assumes. Decoding is the exact inverse; a target without
 a condition of the same name and transform is an error, not a silent zero baseline (as in ResDiff /
 CorrDiff, where a diffusion model samples the residual of a mean estimate).
 """
@@ -15,14 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-import numpy as np
 import torch
 
+from hpcdiff.data.manifest import Manifest
 from hpcdiff.errors import HpcdiffError
-
-MAX_FIT_SAMPLES = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +43,8 @@ class Residual:
         return a * cond[:, list(self.index)] + b
 
     def encode(self, target: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        assert target.shape[1] == len(self.index), (tuple(target.shape), self.index)
+        if target.shape[1] != len(self.index):
+            raise ValueError(f"target has {target.shape[1]} channels, the residual map {len(self.index)}")
         _, _, scale = self._coefs(target)
         return (target - self.baseline(cond).to(target.dtype)) / scale
 
@@ -61,40 +61,38 @@ class Residual:
                    b=tuple(map(float, state["b"])), scale=tuple(map(float, state["scale"])))
 
 
-Coefs = tuple[float, ...]
+def residual_pairs(targets: Sequence[tuple[str, str, float]],
+                   conditions: Sequence[tuple[str, str, float]]) -> list[tuple[int, int]]:
+    """``(target index, condition index)`` of every target whose condition of the same name has the same
+    transform and scale (``(name, transform, scale)`` per channel): the pairs a residual can use."""
+    conds = {name: (i, kind, scale) for i, (name, kind, scale) in enumerate(conditions)}
+    pairs = []
+    for k, (name, kind, scale) in enumerate(targets):
+        if name in conds and conds[name][1:] == (kind, float(scale)):
+            pairs.append((k, conds[name][0]))
+    return pairs
 
 
-def affine_baseline(manifest: Mapping[str, Any]) -> tuple[tuple[int, ...], Coefs, Coefs]:
-    """``(index, a, b)`` mapping each target to its same-name condition channel (see the module doc)."""
-    conds = {c["name"]: (i, c["stats"]) for i, c in enumerate(manifest["conditions"])}
-    index, a, b = [], [], []
-    for target in manifest["targets"]:
-        name, ts = target["name"], target["stats"]
+def residual_from_manifest(manifest: Manifest) -> Residual:
+    """The residual map of a dataset: the affine baseline from the statistics, the scale fitted by the
+    preprocessing. A target without a usable condition is an error naming it."""
+    conds = {c.name: (i, c.stats) for i, c in enumerate(manifest.conditions)}
+    index, a, b, scale = [], [], [], []
+    for target in manifest.targets:
+        name, ts = target.name, target.stats
         if name not in conds:
             raise HpcdiffError(f"diffusion.residual: target {name!r} has no condition channel of that name "
                                f"(conditions: {', '.join(conds)})")
         i, cs = conds[name]
-        if (cs["transform"], float(cs["scale"])) != (ts["transform"], float(ts["scale"])):
-            raise HpcdiffError(f"diffusion.residual: target {name!r} uses transform {ts['transform']} "
-                               f"(scale {ts['scale']}) but its condition uses {cs['transform']} "
-                               f"(scale {cs['scale']}); give both the same transform in the recipe")
+        if (cs.transform, cs.scale) != (ts.transform, ts.scale):
+            raise HpcdiffError(f"diffusion.residual: target {name!r} uses transform {ts.transform} "
+                               f"(scale {ts.scale}) but its condition uses {cs.transform} "
+                               f"(scale {cs.scale}); give both the same transform in the recipe")
+        if target.residual_rms is None:
+            raise HpcdiffError(f"{manifest.root}: the manifest has no residual scale for {name!r}; "
+                               "preprocess the dataset again")
         index.append(i)
-        a.append(float(cs["std"]) / float(ts["std"]))
-        b.append((float(cs["mean"]) - float(ts["mean"])) / float(ts["std"]))
-    return tuple(index), tuple(a), tuple(b)
-
-
-def fit_residual(manifest: Mapping[str, Any], batches: Sequence[Mapping[str, torch.Tensor]]) -> Residual:
-    """The residual map with ``scale`` = the residual's RMS over ``batches`` (dicts with ``target`` and
-    ``cond``; the caller passes the first training batches, up to :data:`MAX_FIT_SAMPLES` samples)."""
-    index, a, b = affine_baseline(manifest)
-    unit = Residual(index=index, a=a, b=b, scale=(1.0,) * len(index))
-    sums, count = np.zeros(len(index)), 0
-    for batch in batches:
-        r = unit.encode(batch["target"].double(), batch["cond"].double())
-        sums += (r ** 2).sum(dim=(0, 2, 3)).numpy()
-        count += r.shape[0] * r.shape[2] * r.shape[3]
-    if count == 0:
-        raise HpcdiffError("diffusion.residual: no training samples to fit the residual scale on")
-    rms = np.sqrt(sums / count)
-    return dataclasses.replace(unit, scale=tuple(float(max(v, 1e-6)) for v in rms))
+        a.append(cs.std / ts.std)
+        b.append((cs.mean - ts.mean) / ts.std)
+        scale.append(max(target.residual_rms, 1e-6))
+    return Residual(index=tuple(index), a=tuple(a), b=tuple(b), scale=tuple(scale))

@@ -19,7 +19,6 @@ statistics accumulate, then normalizes it in place, and rewrites it compressed i
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,8 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import TIME_UNITS
 
-SCHEMA_VERSION = 1
 COPY_SAMPLES = 16  # samples per read/write while normalizing or compressing a shard (bounded memory)
 
 
@@ -131,18 +128,3 @@ def read_rows(dataset: h5py.Dataset, out: np.ndarray, start: int) -> None:
     mem_space = h5py.h5s.create_simple(out.shape)
     mem_space.select_hyperslab((0,) * out.ndim, count)
     dataset.id.read(mem_space, file_space, out)
-
-
-def read_manifest(dataset: Path) -> dict[str, Any]:
-    """The dataset's ``manifest.json``; a one-line error if it is missing, invalid or of another schema."""
-    path = Path(dataset) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HpcdiffError(f"{dataset}: not a dataset (no manifest.json); run hpcdiff preprocess") from None
-    except (OSError, ValueError) as err:
-        raise HpcdiffError(f"{path}: cannot read the manifest ({err})") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise HpcdiffError(f"{path}: schema version {manifest.get('schema_version')!r}, this hpcdiff reads "
-                           f"{SCHEMA_VERSION}; preprocess again")
-    return manifest

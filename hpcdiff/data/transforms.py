@@ -37,29 +37,83 @@ def shape_forward(x: np.ndarray, *, kind: str, scale: float) -> np.ndarray:
     return TRANSFORMS[kind][0](np.asarray(x, np.float64) / scale)
 
 
-def forward(x: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
-    """Physical ``x`` (any shape) → normalized, float64. ``stats``: ``transform``, ``scale``, ``mean``,
-    ``std`` of one channel."""
-    g = shape_forward(x, kind=stats["transform"], scale=stats["scale"])
-    return (g - stats["mean"]) / stats["std"]
+@dataclasses.dataclass(frozen=True)
+class ChannelStats:
+    """The transform of one channel: shape ``transform`` with ``scale``, then ``(g - mean) / std``."""
+
+    transform: str
+    scale: float
+    mean: float
+    std: float
+    count: int | None = None  # training values the statistics were fitted on
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {self.transform!r}; valid: {', '.join(TRANSFORMS)}")
+        if not (self.scale > 0 and self.std > 0):
+            raise ValueError(f"scale and std must be positive, got {self.scale}, {self.std}")
+
+    @classmethod
+    def of(cls, stats: ChannelStats | Mapping[str, Any]) -> ChannelStats:
+        """``stats`` itself, or built from a manifest entry (a mapping with the same keys)."""
+        if isinstance(stats, ChannelStats):
+            return stats
+        count = stats.get("count")
+        return cls(transform=str(stats["transform"]), scale=float(stats["scale"]), mean=float(stats["mean"]),
+                   std=float(stats["std"]), count=None if count is None else int(count))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return out if self.count is not None else {k: v for k, v in out.items() if k != "count"}
+
+    def normalization(self) -> tuple[str, float, float, float]:
+        """What fixes the map from physical to normalized values (not how many values fitted it)."""
+        return self.transform, self.scale, self.mean, self.std
 
 
-def inverse(y: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
+def forward(x: np.ndarray, stats: ChannelStats | Mapping[str, Any]) -> np.ndarray:
+    """Physical ``x`` (any shape) → normalized, float64, with one channel's ``stats``."""
+    stats = ChannelStats.of(stats)
+    g = shape_forward(x, kind=stats.transform, scale=stats.scale)
+    return (g - stats.mean) / stats.std
+
+
+def inverse(y: np.ndarray, stats: ChannelStats | Mapping[str, Any]) -> np.ndarray:
     """Normalized ``y`` → physical units, float64; the exact inverse of :func:`forward`."""
-    g = np.asarray(y, np.float64) * stats["std"] + stats["mean"]
-    return TRANSFORMS[stats["transform"]][1](g) * stats["scale"]
+    stats = ChannelStats.of(stats)
+    g = np.asarray(y, np.float64) * stats.std + stats.mean
+    return TRANSFORMS[stats.transform][1](g) * stats.scale
 
 
-def inverse_transform(manifest: Mapping[str, Any], target: np.ndarray) -> np.ndarray:
-    """Normalized targets ``[..., Ct, H, W]`` (numpy or torch) → physical units (``manifest['targets']``
-    order and units), as float32 numpy."""
-    channels = manifest["targets"]
+Bounds = tuple[float | None, float | None]
+
+
+def inverse_transform(channels: Sequence[tuple[ChannelStats, Bounds]], target: Any) -> np.ndarray:
+    """Normalized targets ``[..., Ct, H, W]`` (numpy or torch) → physical units, float32 numpy, each
+    channel clamped to its physical ``bounds`` (a generated value below a precipitation amount of 0 is
+    a dry pixel, not a negative amount). ``channels``: ``(stats, (lower, upper))`` per target channel,
+    e.g. :meth:`hpcdiff.data.manifest.Manifest.target_transforms`."""
+    return inverse_transform_counted(channels, target)[0]
+
+
+def inverse_transform_counted(channels: Sequence[tuple[ChannelStats, Bounds]],
+                              target: Any) -> tuple[np.ndarray, list[int]]:
+    """:func:`inverse_transform`, and per channel how many values lay outside the bounds (and were
+    clamped)."""
     array = target.detach().cpu().numpy() if hasattr(target, "detach") else np.asarray(target)
     assert array.ndim >= 3 and array.shape[-3] == len(channels), (array.shape, len(channels))
     out = np.empty(array.shape, np.float32)
-    for c, channel in enumerate(channels):
-        out[..., c, :, :] = inverse(array[..., c, :, :], channel["stats"])
-    return out
+    clamped = []
+    for c, (stats, (lower, upper)) in enumerate(channels):
+        physical = inverse(array[..., c, :, :], stats)
+        outside = np.zeros(physical.shape, bool)
+        if lower is not None:
+            outside |= physical < lower
+        if upper is not None:
+            outside |= physical > upper
+        clamped.append(int(outside.sum()))
+        out[..., c, :, :] = np.clip(physical, lower, upper) if clamped[-1] else physical
+    return out, clamped
 
 
 @dataclasses.dataclass
@@ -114,7 +168,8 @@ def merged(parts: Sequence[RunningStats]) -> RunningStats:
 
 def channel_stats(stats: RunningStats, *, kinds: Sequence[str], scales: Sequence[float],
                   names: Sequence[str]) -> list[dict[str, Any]]:
-    """JSON-able per-channel statistics for the manifest; a constant channel is an error."""
+    """JSON-able per-channel statistics for the manifest (:class:`ChannelStats` fields); a constant
+    channel is an error."""
     out = []
     for c, name in enumerate(names):
         std = float(stats.std[c])

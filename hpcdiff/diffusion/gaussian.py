@@ -1,12 +1,11 @@
 """Gaussian diffusion with an ε-predicting model (Ho et al. 2020; improved DDPM, Nichol & Dhariwal 2021).
 
-Forward process ``q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)``; the model predicts the
-noise ``eps`` (``prediction="eps"``) or the velocity ``v = sqrt(ab) eps - sqrt(1 - ab) x_0``
-(``prediction="v"``, Salimans & Ho 2022; ``ab = alpha_bar_t``), from which
-``eps = sqrt(ab) v + sqrt(1 - ab) x_t``. Everything downstream of the model (posterior, vlb, samplers)
-works with ``eps``. At high noise an ε-model must output ``eps ≈ x_t`` to a precision that its ``x_0``
-estimate divides by ``sqrt(ab)`` (1/20 000 at the cosine schedule's last step); a v-model's ``x_0``
-error there is its own output error, which makes it the robust choice for a briefly trained model.
+Forward process ``q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)``; the model function
+returns the noise ``eps``, and everything here (posterior, vlb, samplers) works with ``eps``. A backbone
+that predicts something else (the velocity ``v``) is converted to ``eps`` by the wrapper that owns the
+parameterization (:class:`hpcdiff.models.denoiser.Denoiser`), which also gives
+:meth:`GaussianDiffusion.training_losses` the per-sample ``mse_weight`` that makes the simple loss the
+error of the backbone's own target.
 With ``var_type="learned_range"``, a second block of channels ``v ∈ [-1, 1]`` interpolates the reverse
 log-variance between ``log beta_t`` and ``log beta_tilde_t`` (improved DDPM eq. 15).
 
@@ -31,7 +30,6 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 VAR_TYPES = ("learned_range", "fixed_small", "fixed_large")
 LOSS_TYPES = ("hybrid", "simple", "vlb")
 VLB_UNITS = {"bits": 1.0 / math.log(2.0), "nats": 1.0}
-PREDICTIONS = ("eps", "v")
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, *, mean2: torch.Tensor,
@@ -74,25 +72,24 @@ def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Te
 
 class GaussianDiffusion:
     """The forward process, the posterior, the model's reverse step and the training losses for a
-    schedule ``betas [T]``. Losses: ``simple`` (MSE of the prediction, ε or v), ``vlb`` (T · L_t, the
-    variational bound estimated from one step), ``hybrid`` = simple + ``vlb_weight`` · vlb with the model
-    mean frozen in the vlb term, so it trains the variance only (improved DDPM sec. 3.1)."""
+    schedule ``betas [T]``. Losses: ``simple`` (MSE of ε, optionally weighted per sample), ``vlb``
+    (T · L_t, the variational bound estimated from one step), ``hybrid`` = simple + ``vlb_weight`` · vlb
+    with the model mean frozen in the vlb term, so it trains the variance only (improved DDPM
+    sec. 3.1)."""
 
     def __init__(self, betas: np.ndarray | Sequence[float], *, var_type: str = "learned_range",
                  loss_type: str = "hybrid", vlb_weight: float = 0.001, vlb_units: str = "bits",
-                 prediction: str = "eps", timestep_map: Sequence[int] | None = None) -> None:
+                 timestep_map: Sequence[int] | None = None) -> None:
         if var_type not in VAR_TYPES:
             raise ValueError(f"unknown var_type {var_type!r}; valid: {', '.join(VAR_TYPES)}")
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
         if vlb_units not in VLB_UNITS:
             raise ValueError(f"unknown vlb_units {vlb_units!r}; valid: {', '.join(VLB_UNITS)}")
         if loss_type == "hybrid" and var_type != "learned_range":
             raise ValueError("loss_type 'hybrid' trains the variance only; with a fixed variance its vlb "
                              "term has no gradient: use loss_type 'simple' (or 'vlb')")
-        self.var_type, self.loss_type, self.prediction = var_type, loss_type, prediction
+        self.var_type, self.loss_type = var_type, loss_type
         self.vlb_weight, self.vlb_units = vlb_weight, vlb_units
         self.betas = np.asarray(betas, dtype=np.float64)
         assert self.betas.ndim == 1 and self.betas.size >= 2, "betas must be 1-D with at least 2 steps"
@@ -155,7 +152,7 @@ class GaussianDiffusion:
         steps = list(timesteps)
         return GaussianDiffusion(respace_betas(self.alpha_bar, steps), var_type=self.var_type,
                                  loss_type=self.loss_type, vlb_weight=self.vlb_weight,
-                                 vlb_units=self.vlb_units, prediction=self.prediction,
+                                 vlb_units=self.vlb_units,
                                  timestep_map=self.timestep_map[steps].tolist())
 
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None, *,
@@ -200,25 +197,6 @@ class GaussianDiffusion:
                      t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Call the model at the original steps of ``t``; return ``eps`` ``[N, C, H, W]`` and the variance
         channels ``v`` ``[N, C, H, W]`` (``None`` for a fixed variance)."""
-        pred, v = self.raw_output(model_fn, x_t, t)
-        return self.eps_from_prediction(pred, x_t, t), v
-
-    def eps_from_prediction(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``eps`` from the model's prediction (``eps`` itself, or ``sqrt(ab) v + sqrt(1 - ab) x_t``)."""
-        if self.prediction == "eps":
-            return pred
-        return (self.coef("sqrt_alpha_bar", t, x_t) * pred
-                + self.coef("sqrt_one_minus_alpha_bar", t, x_t) * x_t)
-
-    def prediction_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the model is trained to output: ``eps``, or ``v = sqrt(ab) eps - sqrt(1 - ab) x_0``."""
-        if self.prediction == "eps":
-            return noise
-        return self.coef("sqrt_alpha_bar", t, x0) * noise - self.coef("sqrt_one_minus_alpha_bar", t, x0) * x0
-
-    def raw_output(self, model_fn: ModelFn, x_t: torch.Tensor,
-                   t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The model's prediction channels (``eps`` or ``v``) and its variance channels (or ``None``)."""
         assert t.shape == (x_t.shape[0],), f"t must be [N], got {tuple(t.shape)} for x_t {tuple(x_t.shape)}"
         out = model_fn(x_t, self.timestep_map.to(t.device)[t.long()])  # original steps
         channels = x_t.shape[1] * (2 if self.learn_sigma else 1)
@@ -278,17 +256,20 @@ class GaussianDiffusion:
 
     def training_losses(self, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor, *,
                         noise: torch.Tensor | None = None, weight: torch.Tensor | None = None,
-                        mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        mask: torch.Tensor | None = None,
+                        mse_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-sample losses ``[N]``: ``loss``, ``mse`` and (vlb, hybrid) ``vlb`` = ``T · L_t`` in
         ``vlb_units`` per dimension. Each is the ``weight``-weighted mean over the ``mask``-ed pixels;
-        ``weight``, ``mask``: ``[N or 1, C or 1, H, W]`` (``None``: all pixels count equally)."""
+        ``weight``, ``mask``: ``[N or 1, C or 1, H, W]`` (``None``: all pixels count equally).
+        ``mse_weight [N]`` scales each sample's ``eps`` error (the parameterization's; ``None``: 1)."""
         assert x0.ndim >= 3 and t.shape == (x0.shape[0],), f"x0 {tuple(x0.shape)}, t {tuple(t.shape)}"
         noise = torch.randn_like(x0) if noise is None else noise
         w = pixel_weights(x0, weight, mask)
         x_t = self.q_sample(x0, t, noise=noise)
-        pred, v = self.raw_output(model_fn, x_t, t)
-        eps = self.eps_from_prediction(pred, x_t, t)
-        terms = {"mse": weighted_mean((self.prediction_target(x0, noise, t) - pred) ** 2, w)}
+        eps, v = self.model_output(model_fn, x_t, t)
+        terms = {"mse": weighted_mean((noise - eps) ** 2, w)}
+        if mse_weight is not None:
+            terms["mse"] = terms["mse"] * mse_weight.to(terms["mse"].dtype)
         if self.loss_type in ("vlb", "hybrid"):
             # hybrid: the vlb term sees a frozen mean, so it only trains the variance channels
             mean_eps = eps.detach() if self.loss_type == "hybrid" else eps

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from hpcdiff.data import synth
+from hpcdiff.data.manifest import Manifest
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.evaluate.truth import physical, read_dated
 
@@ -28,43 +28,43 @@ TRUTH_RTOL = 1e-4
 TRUTH_ATOL_STD = 1e-3  # absolute tolerance, as a fraction of the truth's std over the compared dates
 
 
-def bilinear(dataset: Path, manifest: Mapping[str, Any], dates: np.ndarray) -> dict[str, np.ndarray]:
+def bilinear(manifest: Manifest, dates: np.ndarray) -> dict[str, np.ndarray]:
     """``{target: [T, 1, H, W] float64}`` for every target that has a condition channel of its name."""
-    conditions = manifest["conditions"]
-    names = [c["name"] for c in manifest["targets"] if c["name"] in {k["name"] for k in conditions}]
+    conditions = manifest.conditions
+    names = [c.name for c in manifest.targets if c.name in {k.name for k in conditions}]
     if not names:
         return {}
-    normalized = read_dated(dataset, manifest, dates, key="cond")
+    normalized = read_dated(manifest, dates, key="cond")
     return {name: values[:, None] for name, values in physical(normalized, conditions, names).items()}
 
 
-def synthetic_world(manifest: Mapping[str, Any]) -> synth.World | None:
+def synthetic_world(manifest: Manifest) -> synth.World | None:
     """The synthetic world the dataset was made from, or None (not synthetic, or the world is gone)."""
-    root = Path(manifest["recipe"]["root"])
+    root = Path(manifest.recipe["root"])
     if not (root / "world.json").is_file():
         return None
     world = synth.load_world(root)
-    if list(world.shape) != list(manifest["grid"]["full_shape"]):
+    if tuple(world.shape) != manifest.grid.full_shape:
         raise HpcdiffError(f"{root}: synthetic world grid {world.shape} is not the dataset's "
-                           f"{tuple(manifest['grid']['full_shape'])}")
+                           f"{manifest.grid.full_shape}")
     return world
 
 
-def _window(manifest: Mapping[str, Any]) -> tuple[slice, slice]:
-    window = manifest["grid"]["window"]
-    return slice(*window["y"]), slice(*window["x"])
+def _window(manifest: Manifest) -> tuple[slice, slice]:
+    (y0, y1), (x0, x1) = manifest.grid.window
+    return slice(y0, y1), slice(x0, x1)
 
 
-def oracle(world: synth.World, manifest: Mapping[str, Any], dates: np.ndarray, *, members: int,
+def oracle(world: synth.World, manifest: Manifest, dates: np.ndarray, *, members: int,
            seed: int) -> dict[str, np.ndarray]:
     """``{target: [T, members, H, W] float32}`` drawn from the exact law, on the dataset's window."""
     ys, xs = _window(manifest)
     ds = synth.oracle_ensemble(world, dates, members=members, seed=seed)
-    return {c["name"]: ds[c["name"]].transpose("time", "member", "y", "x").values[..., ys, xs]
-            for c in manifest["targets"]}
+    return {name: ds[name].transpose("time", "member", "y", "x").values[..., ys, xs]
+            for name in manifest.target_names}
 
 
-def check_world_truth(world: synth.World, manifest: Mapping[str, Any], dates: np.ndarray, *,
+def check_world_truth(world: synth.World, manifest: Manifest, dates: np.ndarray, *,
                       truth: Mapping[str, np.ndarray]) -> None:
     """The shards' ``truth`` ``{name: [T, H, W]}`` equals the world's truth for ``dates`` (float32
     precision), or a one-line error: the dataset and the world do not belong together."""

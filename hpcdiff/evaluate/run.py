@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from hpcdiff import __version__
 from hpcdiff.config import apply_overrides, dump_config, from_dict
-from hpcdiff.data.shards import read_manifest
+from hpcdiff.data.manifest import Manifest, read_manifest
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.evaluate import baselines, plots
 from hpcdiff.evaluate.diagnostics import variable_diagnostics
@@ -65,7 +65,7 @@ class Inputs:
     """Everything scored: ``methods[variable][method]`` ``[T, M, H, W]`` and ``truth[variable]``
     ``[T, H, W]`` in physical units, for ``samples.dates``."""
 
-    manifest: dict[str, Any]
+    manifest: Manifest
     static: Static
     samples: Samples
     truth: dict[str, np.ndarray]
@@ -76,12 +76,12 @@ class Inputs:
 def load_inputs(samples_path: Path, dataset: Path, options: EvaluateOptions) -> Inputs:
     """Read and check the samples against ``dataset``; the truth, bilinear and (synthetic) oracle."""
     manifest = read_manifest(dataset)
-    static = read_static(dataset, manifest)
-    units = {c["name"]: c["units"] for c in manifest["targets"]}
-    samples = read_samples(samples_path, variables=units, shape=tuple(manifest["grid"]["shape"]),
+    static = read_static(manifest)
+    units = {c.name: c.units for c in manifest.targets}
+    samples = read_samples(samples_path, variables=units, shape=manifest.grid.shape,
                            x=static.x, y=static.y)
-    truth = load_truth(dataset, manifest, samples.dates)
-    bilinear = baselines.bilinear(dataset, manifest, samples.dates)
+    truth = load_truth(manifest, samples.dates)
+    bilinear = baselines.bilinear(manifest, samples.dates)
     world = baselines.synthetic_world(manifest)
     oracle, members = {}, None
     if world is not None:
@@ -101,7 +101,7 @@ def score_variable(inputs: Inputs, variable: str, options: EvaluateOptions) -> d
     scores = variable_scores(methods, obs, land=land, dates=inputs.samples.dates,
                              precipitation=variable in options.precipitation,
                              wet_threshold=options.wet_threshold_kg_m2)
-    units = next(c["units"] for c in inputs.manifest["targets"] if c["name"] == variable)
+    units = next(c.units for c in inputs.manifest.targets if c.name == variable)
     return {"units": units, "scores": scores,
             **variable_diagnostics(methods, obs, land=land, dx_km=inputs.static.dx_km)}
 

@@ -8,13 +8,13 @@ The truth is exactly what the model was trained against: ``target`` of the shard
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
+from hpcdiff.data.manifest import Channel, Manifest
 from hpcdiff.data.shards import open_shard
 from hpcdiff.data.transforms import inverse
 from hpcdiff.errors import HpcdiffError
@@ -44,8 +44,8 @@ class Static:
         return float(abs(self.x[1] - self.x[0]) / 1000.0) if self.x.size > 1 else 1.0
 
 
-def read_static(dataset: Path, manifest: Mapping[str, Any]) -> Static:
-    path = Path(dataset) / manifest["static"]["path"]
+def read_static(manifest: Manifest) -> Static:
+    path = manifest.root / manifest.static_path
     try:
         with h5py.File(path, "r") as f:
             fields = {k: np.asarray(f[k][...], np.float64) for k in ("lat", "lon", "lsm", "x", "y")}
@@ -57,16 +57,16 @@ def read_static(dataset: Path, manifest: Mapping[str, Any]) -> Static:
 Located = list[tuple[Path, np.ndarray, np.ndarray]]  # (shard, rows, positions)
 
 
-def locate(dataset: Path, manifest: Mapping[str, Any], dates: np.ndarray) -> Located:
+def locate(manifest: Manifest, dates: np.ndarray) -> Located:
     """Where ``dates`` ``[T]`` lie in the shards of any split: ``(shard, rows, positions)`` with ``rows``
     ascending indices into the shard and ``positions`` their places in ``dates``. Missing dates are a
     one-line error that names them."""
     days = to_days(dates)
     found = np.zeros(days.size, bool)
     out = []
-    for split in manifest["splits"].values():
-        for shard in split["shards"]:
-            path = Path(dataset) / shard["path"]
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            path = manifest.root / shard.path
             time = np.asarray(_read(path, "time"), np.int64)
             rows, positions = _matches(time, days, found)
             if rows.size:
@@ -74,7 +74,7 @@ def locate(dataset: Path, manifest: Mapping[str, Any], dates: np.ndarray) -> Loc
     if not found.all():
         missing = [str(d) for d in np.asarray(dates, "datetime64[D]")[~found]]
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise HpcdiffError(f"{dataset}: no truth for {len(missing)} sample date(s): {shown}")
+        raise HpcdiffError(f"{manifest.root}: no truth for {len(missing)} sample date(s): {shown}")
     return out
 
 
@@ -97,10 +97,10 @@ def _read(path: Path, key: str, rows: np.ndarray | None = None) -> np.ndarray:
         raise HpcdiffError(f"{path}: cannot read {key!r} from the shard ({err}); run hpcdiff check") from None
 
 
-def read_dated(dataset: Path, manifest: Mapping[str, Any], dates: np.ndarray, *, key: str) -> np.ndarray:
+def read_dated(manifest: Manifest, dates: np.ndarray, *, key: str) -> np.ndarray:
     """Rows of shard dataset ``key`` (``target`` or ``cond``) for ``dates`` ``[T]``: ``[T, C, H, W]``
     float32, normalized, in the order of ``dates``."""
-    pieces = locate(dataset, manifest, dates)
+    pieces = locate(manifest, dates)
     out = None
     for path, rows, positions in pieces:
         block = _read(path, key, rows)  # h5py takes ascending index lists
@@ -111,17 +111,16 @@ def read_dated(dataset: Path, manifest: Mapping[str, Any], dates: np.ndarray, *,
     return out
 
 
-def physical(normalized: np.ndarray, channels: Sequence[Mapping[str, Any]],
+def physical(normalized: np.ndarray, channels: Sequence[Channel],
              names: Sequence[str]) -> dict[str, np.ndarray]:
     """``{name: [T, H, W] float64}`` in physical units from normalized ``[T, C, H, W]``, for the
-    manifest ``channels`` (``targets`` or ``conditions``) named in ``names``."""
-    index = {c["name"]: i for i, c in enumerate(channels)}
+    manifest ``channels`` (targets or conditions) named in ``names``."""
+    index = {c.name: i for i, c in enumerate(channels)}
     assert normalized.ndim == 4 and normalized.shape[1] == len(channels), normalized.shape
-    return {name: inverse(normalized[:, index[name]], channels[index[name]]["stats"]) for name in names}
+    return {name: inverse(normalized[:, index[name]], channels[index[name]].stats) for name in names}
 
 
-def load_truth(dataset: Path, manifest: Mapping[str, Any], dates: np.ndarray) -> dict[str, np.ndarray]:
+def load_truth(manifest: Manifest, dates: np.ndarray) -> dict[str, np.ndarray]:
     """Truth ``{target: [T, H, W] float64}`` in physical units (K, kg m-2) for ``dates`` ``[T]``."""
-    targets = manifest["targets"]
-    normalized = read_dated(dataset, manifest, dates, key="target")
-    return physical(normalized, targets, [c["name"] for c in targets])
+    normalized = read_dated(manifest, dates, key="target")
+    return physical(normalized, manifest.targets, manifest.target_names)

@@ -85,7 +85,7 @@ def submit_sample(job: SampleJob, run_dir: Path, out: Path, *, executor: str) ->
     task = SampleTask(to_dict(job), str(run.run_dir), str(out))
     date_chunks = chunks(missing, job.array.tasks)
     submitted = SubmittedArray(out=out, executor=executor, task=task, chunks=date_chunks, jobs=[],
-                               planned=plan["dates"], members=plan["members"])
+                               planned=plan.dates, members=plan.members)
     if executor != "debug":
         # one process per array task, whatever the training layout of the slurm section
         slurm = dataclasses.replace(job.slurm, nodes=1, tasks_per_node=1)
@@ -95,7 +95,7 @@ def submit_sample(job: SampleJob, run_dir: Path, out: Path, *, executor: str) ->
         submitted.jobs = ex.map_array(task, date_chunks)
     ids = ", ".join(str(j.job_id) for j in submitted.jobs[:3]) + (" ..." if len(submitted.jobs) > 3 else "")
     print(f"submitted sampling array ({executor}): {len(date_chunks)} task(s) over {len(missing)} missing "
-          f"of {len(plan['dates'])} dates x {plan['members']} members" + (f"; jobs {ids}" if ids else "")
+          f"of {len(plan.dates)} dates x {plan.members} members" + (f"; jobs {ids}" if ids else "")
           + f"; logs in {submitted.folder}", file=sys.stderr, flush=True)
     return submitted
 

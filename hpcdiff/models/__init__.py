@@ -1,17 +1,20 @@
-"""Backbones: an explicit registry of model classes, size presets, and the conditioning wrapper that
-turns a conditional network into the ``(x_t, t) -> output`` function the diffusion code calls."""
+"""Backbones: an explicit registry of network classes with their size presets.
+
+A backbone maps ``(x_t [N, Ct, H, W], t [N], cond [N, Cc, H, W], doy [N])`` to ``[N, Ct or 2 Ct, H, W]``;
+the parameterization around it (residual targets, ε / v) is the
+:class:`~hpcdiff.models.denoiser.Denoiser`'s. A job names its backbone (``model.backbone``) and preset
+(``model.preset``); the run spec (:mod:`hpcdiff.runspec`) builds it through :func:`build_backbone`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from typing import Any
 
-import torch
 from torch import nn
 
+from hpcdiff.errors import HpcdiffError
 from hpcdiff.models.unet import UNet, UNetConfig
-
-MODELS: dict[str, type[nn.Module]] = {"unet": UNet}
 
 UNET_PRESETS: dict[str, UNetConfig] = {
     # unit tests: ~0.1M parameters, any H, W divisible by 2
@@ -26,30 +29,31 @@ UNET_PRESETS: dict[str, UNetConfig] = {
 }
 
 
-def build_model(preset: str, *, target_channels: int, cond_channels: int, learn_sigma: bool,
-                dropout: float | None = None, model: str = "unet") -> nn.Module:
-    """A ``model`` from :data:`MODELS` with the size ``preset`` from :data:`UNET_PRESETS`; ``dropout``
-    overrides the preset's."""
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
-    if preset not in UNET_PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; valid: {', '.join(UNET_PRESETS)}")
-    config = UNET_PRESETS[preset]
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A network class and its named size presets (dataclasses of the class's keyword arguments)."""
+
+    cls: type[nn.Module]
+    presets: dict[str, Any]
+
+
+BACKBONES: dict[str, Backbone] = {"unet": Backbone(UNet, UNET_PRESETS)}
+
+
+def build_backbone(name: str, preset: str, *, target_channels: int, cond_channels: int, learn_sigma: bool,
+                   dropout: float | None = None) -> nn.Module:
+    """Backbone ``name`` of :data:`BACKBONES` in size ``preset``; ``dropout`` overrides the preset's."""
+    if name not in BACKBONES:
+        raise HpcdiffError(f"model.backbone {name!r} is not a backbone; valid: {', '.join(BACKBONES)}")
+    backbone = BACKBONES[name]
+    if preset not in backbone.presets:
+        raise HpcdiffError(f"model.preset {preset!r} is not a preset of {name}; valid: "
+                           f"{', '.join(backbone.presets)}")
+    config = backbone.presets[preset]
     if dropout is not None:
         config = dataclasses.replace(config, dropout=dropout)
-    return MODELS[model](target_channels=target_channels, cond_channels=cond_channels,
-                         learn_sigma=learn_sigma, **dataclasses.asdict(config))
+    return backbone.cls(target_channels=target_channels, cond_channels=cond_channels, learn_sigma=learn_sigma,
+                        **dataclasses.asdict(config))
 
 
-def eps_model_fn(model: nn.Module, cond: torch.Tensor,
-                 doy: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Bind the conditions: ``(x_t [N, Ct, H, W], t [N]) -> model(x_t, t, cond, doy)``, so the diffusion
-    code stays model-agnostic. ``cond [N, Cc, H, W]``, ``doy [N]``."""
-
-    def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model(x_t, t, cond, doy)
-
-    return fn
-
-
-__all__ = ["MODELS", "UNET_PRESETS", "UNet", "UNetConfig", "build_model", "eps_model_fn"]
+__all__ = ["BACKBONES", "UNET_PRESETS", "Backbone", "UNet", "UNetConfig", "build_backbone"]

@@ -8,30 +8,24 @@ on first use and are closed by :meth:`ConditionReader.close`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
 from hpcdiff.data.loader import normalized_statics, read_statics
-from hpcdiff.data.shards import open_shard, read_manifest, read_rows
+from hpcdiff.data.manifest import Manifest, read_manifest
+from hpcdiff.data.shards import open_shard, read_rows
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import day_of_year, days_since_epoch, iso_date
 
 
-def split_dates(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Split name -> the ISO dates it holds, from the manifest."""
-    return {name: list(split.get("dates", [])) for name, split in manifest["splits"].items()}
-
-
-def date_index(root: Path, manifest: Mapping[str, Any]) -> dict[str, tuple[Path, int]]:
+def date_index(manifest: Manifest) -> dict[str, tuple[Path, int]]:
     """ISO date -> (shard path, row), read from every shard's ``time [n]`` (days since 1970-01-01)."""
     index: dict[str, tuple[Path, int]] = {}
-    for split in manifest["splits"].values():
-        for shard in split["shards"]:
-            path = Path(root) / shard["path"]
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            path = manifest.root / shard.path
             with open_shard(path) as f:
                 days = f["time"][...]
             index.update({iso_date(d): (path, row) for row, d in enumerate(days.tolist())})
@@ -44,9 +38,9 @@ class ConditionReader:
     def __init__(self, dataset: Path) -> None:
         self.root = Path(dataset)
         self.manifest = read_manifest(self.root)
-        self.index = date_index(self.root, self.manifest)
-        self.static = normalized_statics(read_statics(self.root, self.manifest), self.manifest)
-        self.dynamic = len(self.manifest["conditions"])
+        self.index = date_index(self.manifest)
+        self.static = normalized_statics(read_statics(self.manifest), self.manifest)
+        self.dynamic = len(self.manifest.conditions)
         self._files: dict[Path, h5py.File] = {}
 
     @property

@@ -2,7 +2,7 @@
 
 Rows are (date, member) pairs, date-major; a batch is ``batch_size`` consecutive rows, so members and
 dates are packed together to fill the device. Every row gets its own generator seeded from
-``mix_seed(seed, days since 1970-01-01, member)``, so its noise is the same whatever the batching.
+``(seed, MEMBER, days since 1970-01-01, member)``, so its noise is the same whatever the batching.
 
 The network is always called with exactly ``batch_size`` rows (a short last batch is padded with copies
 of its last row, whose results are dropped): BLAS and convolution libraries choose kernels by shape
@@ -30,16 +30,14 @@ import numpy as np
 import torch
 
 from hpcdiff.config import dump_config
-from hpcdiff.data.residual import Residual
-from hpcdiff.data.shards import read_manifest
+from hpcdiff.data.manifest import read_manifest
 from hpcdiff.diffusion.samplers import sample
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.fsutil import ensure_writable_dir
-from hpcdiff.models import eps_model_fn
 from hpcdiff.sample import parts
-from hpcdiff.sample.conditions import ConditionReader, split_dates
+from hpcdiff.sample.conditions import ConditionReader
 from hpcdiff.sample.dates import name_some, select_dates
 from hpcdiff.sample.job import SampleJob
+from hpcdiff.sample.plan import SamplePlan, write_plan
 from hpcdiff.sample.run import (
     TrainedRun,
     autocast_dtype,
@@ -48,12 +46,10 @@ from hpcdiff.sample.run import (
     open_run,
     precision_name,
     resolved_steps,
-    sampling_diffusion,
 )
-from hpcdiff.seeding import generator
+from hpcdiff.seeding import MEMBER, generator
 from hpcdiff.timeaxis import days_since_epoch
 
-PLAN_VERSION = 1
 Row = tuple[str, int]  # (ISO date, member)
 
 
@@ -77,36 +73,34 @@ class SampleSummary:
                 f"{self.out / 'parts'}")
 
 
-def make_plan(job: SampleJob, run: TrainedRun) -> dict[str, Any]:
+def make_plan(job: SampleJob, run: TrainedRun) -> SamplePlan:
     """What the run must contain, fixed at its first start: a rerun with another plan is refused."""
     manifest = read_manifest(run.dataset)
-    dates = select_dates(job.dates, split_dates(manifest), where=str(run.dataset))
+    dates = select_dates(job.dates, manifest.split_dates(), where=str(run.dataset))
     s = job.sample
-    return {"version": PLAN_VERSION, "run": str(run.run_dir), "checkpoint": str(run.checkpoint),
-            "checkpoint_step": run.step, "dataset": str(run.dataset), "dates": dates,
-            "members": s.members, "sampler": s.sampler, "steps": resolved_steps(s, run.train_job),
-            "spacing": s.spacing, "eta": s.eta, "seed": s.seed, "precision": s.precision,
-            "channels": [c["name"] for c in run.manifest["targets"]], "targets": run.manifest["targets"],
-            "image_shape": list(run.spec["image_shape"])}
+    return SamplePlan(run=str(run.run_dir), checkpoint=str(run.checkpoint), checkpoint_step=run.step,
+                      checkpoint_sha256=run.checkpoint_sha256, dataset=str(run.dataset), dates=dates,
+                      members=s.members, sampler=s.sampler, steps=resolved_steps(s, run.spec),
+                      spacing=s.spacing, eta=s.eta, seed=s.seed, precision=s.precision,
+                      image_shape=run.spec.image_shape, targets=list(run.manifest.raw["targets"]))
 
 
-def prepare(job: SampleJob, run_dir: Path, out: Path) -> tuple[SampleJob, TrainedRun, dict[str, Any]]:
+def prepare(job: SampleJob, run_dir: Path, out: Path) -> tuple[SampleJob, TrainedRun, SamplePlan]:
     """Load the run, write (or check) ``OUT/plan.json`` and the resolved config ``OUT/config.yaml``."""
     job, run = open_run(job, run_dir)
     plan = make_plan(job, run)
-    ensure_writable_dir(Path(out))
-    parts.write_plan(out, plan)
+    write_plan(out, plan)
     dump_config(job, Path(out) / "config.yaml")
     return job, run, plan
 
 
-def pending_dates(out: Path, plan: dict[str, Any], dates: Sequence[str] | None) -> list[str]:
+def pending_dates(out: Path, plan: SamplePlan, dates: Sequence[str] | None) -> list[str]:
     """The dates of ``dates`` (default: the whole plan) whose part is not complete yet, in plan order."""
-    wanted = plan["dates"] if dates is None else list(dates)
-    unplanned = sorted(set(wanted) - set(plan["dates"]))
+    wanted = plan.dates if dates is None else list(dates)
+    unplanned = sorted(set(wanted) - set(plan.dates))
     if unplanned:
         raise HpcdiffError(f"{out}: date(s) not in the plan: {name_some(unplanned)}")
-    done = parts.finished_dates(out, members=plan["members"])
+    done = parts.finished_dates(out, members=plan.members)
     return [d for d in wanted if d not in done]
 
 
@@ -126,20 +120,18 @@ def padded(rows: Sequence[Row], size: int) -> list[Row]:
 class EnsembleSampler:
     """The network, diffusion and conditions of one task, loaded once; :meth:`draw` samples rows."""
 
-    def __init__(self, run: TrainedRun, plan: dict[str, Any], *, device: torch.device) -> None:
+    def __init__(self, run: TrainedRun, plan: SamplePlan, *, device: torch.device) -> None:
         self.plan, self.device = plan, device
         self.model = load_network(run, device=device)
-        self.diffusion = sampling_diffusion(run.train_job, steps=plan["steps"], spacing=plan["spacing"])
-        self.autocast = autocast_dtype(plan["precision"], device)
+        self.model.autocast = autocast_dtype(plan.precision, device)
+        self.diffusion = run.spec.build_diffusion(steps=plan.steps, spacing=plan.spacing)
         self.reader = ConditionReader(run.dataset)
-        self.shape = (len(plan["channels"]), *plan["image_shape"])
-        residual = run.state.get("residual")
-        self.residual = None if residual is None else Residual.from_state(residual)
+        self.shape = (len(plan.channels), *plan.image_shape)
         self._cond: dict[str, tuple[np.ndarray, float]] = {}
 
     @property
     def precision(self) -> str:
-        return precision_name(self.autocast)
+        return precision_name(self.model.autocast)
 
     def conditions(self, date: str) -> tuple[np.ndarray, float]:
         """``(cond [Cc + Cs, H, W], day of year)`` of ``date``, read once while its members are drawn."""
@@ -147,37 +139,23 @@ class EnsembleSampler:
             self._cond[date] = self.reader.read(date)
         return self._cond[date]
 
-    def _model_fn(self, cond: torch.Tensor, doy: torch.Tensor) -> Any:
-        fn = eps_model_fn(self.model, cond, doy)
-        if self.autocast is None:
-            return fn
-
-        def autocast_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, dtype=self.autocast):
-                out = fn(x_t, t)
-            return out.float()  # the diffusion math stays in fp32
-
-        return autocast_fn
-
     def draw(self, rows: Sequence[Row]) -> np.ndarray:
         """Samples ``[len(rows), Ct, H, W]`` float32 (normalized) for the (date, member) ``rows``; a call
         shape of exactly ``len(rows)`` (see the module docstring for why callers pad)."""
         conds = [self.conditions(d) for d, _ in rows]
         cond = torch.from_numpy(np.stack([c for c, _ in conds])).to(self.device)
         doy = torch.tensor([v for _, v in conds], dtype=torch.float32, device=self.device)
-        generators = [generator(self.plan["seed"], days_since_epoch(d), m) for d, m in rows]
-        x = sample(self._model_fn(cond, doy), self.diffusion, (len(rows), *self.shape),
-                   sampler=self.plan["sampler"], steps=self.diffusion.num_steps, eta=self.plan["eta"],
+        generators = [generator(self.plan.seed, MEMBER, days_since_epoch(d), m) for d, m in rows]
+        x = sample(self.model.bind(cond, doy), self.diffusion, (len(rows), *self.shape),
+                   sampler=self.plan.sampler, steps=self.diffusion.num_steps, eta=self.plan.eta,
                    generators=generators, device=self.device)
         assert x.shape == (len(rows), *self.shape), (tuple(x.shape), self.shape)
-        if self.residual is not None:  # the model sampled the scaled residual to the ERA5 baseline
-            x = self.residual.decode(x.float(), cond.float())
-        return x.float().cpu().numpy()
+        return self.model.decode(x.float(), cond.float()).cpu().numpy()
 
     def generate(self, dates: Sequence[str], *, batch_size: int,
                  progress: bool) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(date, members [M, Ct, H, W])`` as each date of ``dates`` completes."""
-        members = self.plan["members"]
+        members = self.plan.members
         pending: dict[str, np.ndarray] = {}
         filled: dict[str, int] = {}
         bar = _progress_bar(enabled=progress, total=len(dates) * members)
@@ -217,17 +195,17 @@ def sample_ensemble(job: SampleJob, run_dir: Path, out: Path, *, dates: Sequence
     start, out = time.perf_counter(), Path(out)
     job, run, plan = prepare(job, run_dir, out)
     todo = pending_dates(out, plan, dates)
-    skipped = (len(plan["dates"]) if dates is None else len(dates)) - len(todo)
+    skipped = (len(plan.dates) if dates is None else len(dates)) - len(todo)
     if not todo:
         return SampleSummary(out, [], skipped, 0, time.perf_counter() - start, time.perf_counter() - start)
     device = default_device() if device is None else torch.device(device)
     sampler = EnsembleSampler(run, plan, device=device)
     startup = time.perf_counter() - start
-    print(f"hpcdiff sample: {len(todo)} date(s) x {plan['members']} members ({skipped} done already); "
-          f"{plan['sampler']} {plan['steps']} steps, batch {job.sample.batch_size}, {sampler.precision} on "
+    print(f"hpcdiff sample: {len(todo)} date(s) x {plan.members} members ({skipped} done already); "
+          f"{plan.sampler} {plan.steps} steps, batch {job.sample.batch_size}, {sampler.precision} on "
           f"{device}; checkpoint {run.checkpoint} (step {run.step})", file=sys.stderr, flush=True)
-    attrs = {"checkpoint": plan["checkpoint"], "checkpoint_step": plan["checkpoint_step"],
-             "sampler": plan["sampler"], "steps": plan["steps"], "seed": plan["seed"],
+    attrs = {"checkpoint": plan.checkpoint, "checkpoint_step": plan.checkpoint_step,
+             "sampler": plan.sampler, "steps": plan.steps, "seed": plan.seed,
              "precision": sampler.precision, "device": str(device)}
     written = []
     try:
@@ -236,5 +214,5 @@ def sample_ensemble(job: SampleJob, run_dir: Path, out: Path, *, dates: Sequence
             written.append(date)
     finally:
         sampler.close()
-    return SampleSummary(out, written, skipped, len(written) * plan["members"], startup,
+    return SampleSummary(out, written, skipped, len(written) * plan.members, startup,
                          time.perf_counter() - start)

@@ -9,11 +9,14 @@ The file is the contract the evaluation reads:
   ``units``, ``standard_name``, ``long_name``, ``cell_methods``, ``grid_mapping`` and
   ``coordinates = "lat lon"``, chunked ``(1, M, H, W)`` and zlib-compressed: one date of all members is
   one read;
-- global attributes naming the run, checkpoint, sampler, steps, members, seed and dataset.
+- global attributes naming the run, checkpoint (and its SHA-256), sampler, steps, members, seed,
+  dataset, and the versions of the software that made it.
 
 Parts are read one date at a time (memory: one date), inverse-transformed with the statistics the
-network was trained with (stored in ``plan.json``), and written to a temporary file that is renamed
-onto the output only when complete.
+network was trained with (stored in ``plan.json``) and clamped to each variable's physical bounds
+(:mod:`hpcdiff.variables`; the number of clamped values is reported and stored as the variable's
+``hpcdiff_values_clamped_to_bounds``), and written to a temporary file that is renamed onto the
+output only when complete.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +33,16 @@ import netCDF4
 import numpy as np
 
 from hpcdiff import __version__
-from hpcdiff.data.shards import read_manifest
-from hpcdiff.data.transforms import inverse_transform
+from hpcdiff.data.manifest import Channel, read_manifest
+from hpcdiff.data.transforms import inverse_transform_counted
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import atomic_file
 from hpcdiff.sample import parts
 from hpcdiff.sample.dates import name_some
+from hpcdiff.sample.plan import SamplePlan, read_plan
 from hpcdiff.timeaxis import CALENDAR, TIME_UNITS, days_since_epoch
+from hpcdiff.variables import describe
 
-# CF metadata of the known target variables; others get their name as long_name and no standard_name.
-CF_VARIABLES: dict[str, dict[str, str]] = {
-    "t2m": {"standard_name": "air_temperature", "long_name": "2 m air temperature, daily mean",
-            "cell_methods": "time: mean"},
-    "tp": {"standard_name": "precipitation_amount", "long_name": "total precipitation, daily sum",
-           "cell_methods": "time: sum"},
-    "e": {"standard_name": "water_evapotranspiration_amount",
-          "long_name": "evaporation, daily sum (negative values are evaporation)",
-          "cell_methods": "time: sum",
-          "comment": "ERA5/ECMWF sign convention: downward fluxes are positive, so evaporation is negative "
-                     "and condensation (dew) positive, opposite to the upward-positive convention of the "
-                     "standard name"},
-}
 COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
 
 
@@ -60,14 +52,14 @@ def default_output(samples: Path) -> Path:
     return samples.parent / f"{samples.name}.nc"
 
 
-def check_complete(samples: Path, plan: Mapping[str, Any]) -> None:
+def check_complete(samples: Path, plan: SamplePlan) -> None:
     """Every planned date must have its part with exactly ``members`` members; else a one-line error
     naming the missing dates."""
-    done = parts.finished_dates(samples, members=plan["members"])
-    missing = [d for d in plan["dates"] if d not in done]
+    done = parts.finished_dates(samples, members=plan.members)
+    missing = [d for d in plan.dates if d not in done]
     if missing:
-        raise HpcdiffError(f"{samples}: incomplete: {len(missing)} of {len(plan['dates'])} planned dates "
-                           f"have no complete part ({plan['members']} members): {name_some(missing)}; rerun "
+        raise HpcdiffError(f"{samples}: incomplete: {len(missing)} of {len(plan.dates)} planned dates "
+                           f"have no complete part ({plan.members} members): {name_some(missing)}; rerun "
                            "the same hpcdiff sample / submit sample command to fill them")
 
 
@@ -75,10 +67,13 @@ def read_grid(dataset: Path) -> dict[str, Any]:
     """``x [W]``, ``y [H]`` (m), ``lat``/``lon [H, W]`` from the dataset's ``static.h5``, and the
     manifest's grid (mapping name and projection attributes)."""
     manifest = read_manifest(dataset)
-    with h5py.File(Path(dataset) / manifest["static"]["path"], "r") as f:
-        grid = {name: f[name][...] for name in ("x", "y", "lat", "lon")}
-    return {**grid, "mapping_name": manifest["grid"].get("grid_mapping"),
-            "projection": manifest["grid"].get("projection") or {}}
+    path = manifest.root / manifest.static_path
+    try:
+        with h5py.File(path, "r") as f:
+            grid = {name: f[name][...] for name in ("x", "y", "lat", "lon")}
+    except (OSError, KeyError) as err:
+        raise HpcdiffError(f"{path}: cannot read the grid ({err})") from None
+    return {**grid, "mapping_name": manifest.grid.grid_mapping, "projection": manifest.grid.projection}
 
 
 def _coordinates(nc: netCDF4.Dataset, grid: Mapping[str, Any], *, days: np.ndarray, members: int) -> None:
@@ -113,58 +108,68 @@ def _grid_mapping(nc: netCDF4.Dataset, grid: Mapping[str, Any]) -> str | None:
     return name
 
 
-def _data_variable(nc: netCDF4.Dataset, target: Mapping[str, Any], *, chunks: tuple[int, ...],
+def _data_variable(nc: netCDF4.Dataset, target: Channel, *, chunks: tuple[int, ...],
                    mapping: str | None) -> netCDF4.Variable:
-    var = nc.createVariable(target["name"], "f4", ("time", "member", "y", "x"), chunksizes=chunks,
+    var = nc.createVariable(target.name, "f4", ("time", "member", "y", "x"), chunksizes=chunks,
                             **COMPRESSION)
-    meta = CF_VARIABLES.get(target["name"], {"long_name": target["name"]})
-    var.setncatts({"units": target["units"], **meta, "coordinates": "lat lon"})
+    var.setncatts({"units": target.units, **describe(target.name).cf_attrs(), "coordinates": "lat lon"})
+    lower, upper = target.bounds
+    if lower is not None or upper is not None:  # CF: the range a valid value lies in
+        var.valid_min = np.float32(lower if lower is not None else -np.inf)
+        var.valid_max = np.float32(upper if upper is not None else np.inf)
     if mapping:
         var.grid_mapping = mapping
     return var
 
 
-def global_attributes(plan: Mapping[str, Any], *, samples: Path) -> dict[str, Any]:
+def global_attributes(plan: SamplePlan, *, samples: Path) -> dict[str, Any]:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"Conventions": "CF-1.8",
-            "title": f"hpcdiff downscaled ensemble: {plan['members']} members for {len(plan['dates'])} dates",
+            "title": f"hpcdiff downscaled ensemble: {plan.members} members for {len(plan.dates)} dates",
             "source": f"hpcdiff {__version__} conditional diffusion U-Net",
             "history": f"{now} hpcdiff merge {Path(samples).resolve()}",
-            "hpcdiff_run": plan["run"], "hpcdiff_checkpoint": plan["checkpoint"],
-            "hpcdiff_checkpoint_step": int(plan["checkpoint_step"]), "hpcdiff_sampler": plan["sampler"],
-            "hpcdiff_steps": int(plan["steps"]), "hpcdiff_members": int(plan["members"]),
-            "hpcdiff_seed": int(plan["seed"]), "hpcdiff_dataset": plan["dataset"]}
+            "hpcdiff_run": plan.run, "hpcdiff_checkpoint": plan.checkpoint,
+            "hpcdiff_checkpoint_sha256": plan.checkpoint_sha256,
+            "hpcdiff_checkpoint_step": int(plan.checkpoint_step), "hpcdiff_sampler": plan.sampler,
+            "hpcdiff_steps": int(plan.steps), "hpcdiff_members": int(plan.members),
+            "hpcdiff_seed": int(plan.seed), "hpcdiff_dataset": plan.dataset}
 
 
-def physical(plan: Mapping[str, Any], normalized: np.ndarray) -> np.ndarray:
-    """Normalized samples ``[M, Ct, H, W]`` -> physical units (float32). A diverged sample overflows
-    to inf here (log1p / asinh inverses): kept, and counted by the caller."""
+def physical(channels: Sequence[Channel], normalized: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Normalized samples ``[M, Ct, H, W]`` -> physical units (float32) clamped to the channels' bounds,
+    and per channel the number of clamped values. A diverged sample overflows to inf here (log1p /
+    asinh inverses): kept, and counted by the caller."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return inverse_transform({"targets": plan["targets"]}, normalized)
+        return inverse_transform_counted([(c.stats, c.bounds) for c in channels], normalized)
 
 
-def _write(path: Path, samples: Path, plan: Mapping[str, Any], *, grid: Mapping[str, Any],
-           progress: bool) -> int:
-    """The whole file at ``path``, one date at a time; returns the number of non-finite values."""
-    members, (height, width) = plan["members"], plan["image_shape"]
-    days = np.array([days_since_epoch(d) for d in plan["dates"]], np.int32)
+def _write(path: Path, samples: Path, plan: SamplePlan, *, grid: Mapping[str, Any],
+           progress: bool) -> tuple[int, dict[str, int]]:
+    """The whole file at ``path``, one date at a time; returns the number of non-finite values and of
+    values clamped to the physical bounds per variable."""
+    members, (height, width) = plan.members, plan.image_shape
+    channels = plan.target_channels()
+    days = np.array([days_since_epoch(d) for d in plan.dates], np.int32)
     with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
         nc.setncatts(global_attributes(plan, samples=samples))
         _coordinates(nc, grid, days=days, members=members)
         mapping = _grid_mapping(nc, grid)
         variables = [_data_variable(nc, t, chunks=(1, members, height, width), mapping=mapping)
-                     for t in plan["targets"]]
-        bad = 0
-        for i, date in enumerate(plan["dates"]):
-            values = physical(plan, parts.read_part(samples, date))
+                     for t in channels]
+        bad, clamped = 0, dict.fromkeys((c.name for c in channels), 0)
+        for i, date in enumerate(plan.dates):
+            values, outside = physical(channels, parts.read_part(samples, date))
             assert values.shape == (members, len(variables), height, width), (date, values.shape)
             bad += int(values.size - np.isfinite(values).sum())
             for c, var in enumerate(variables):
                 var[i] = values[:, c]
+                clamped[channels[c].name] += outside[c]
             if progress and (i % 50 == 0 or i == len(days) - 1):
                 print(f"\rmerge: {i + 1}/{len(days)} dates", end="\n" if i == len(days) - 1 else "",
                       file=sys.stderr)
-    return bad
+        for c, var in enumerate(variables):
+            var.hpcdiff_values_clamped_to_bounds = np.int64(clamped[channels[c].name])
+    return bad, clamped
 
 
 def merge_samples(samples: Path, out: Path | None = None, *, progress: bool = False) -> Path:
@@ -172,18 +177,24 @@ def merge_samples(samples: Path, out: Path | None = None, *, progress: bool = Fa
     :func:`default_output`) atomically; returns the output path."""
     samples = Path(samples)
     out = default_output(samples) if out is None else Path(out)
-    plan = parts.read_plan(samples)
+    plan = read_plan(samples)
     check_complete(samples, plan)
-    grid = read_grid(Path(plan["dataset"]))
-    if [grid["y"].size, grid["x"].size] != list(plan["image_shape"]):
-        raise HpcdiffError(f"{plan['dataset']}: grid {grid['lat'].shape} differs from the samples' "
-                           f"{plan['image_shape']}")
+    grid = read_grid(Path(plan.dataset))
+    if (grid["y"].size, grid["x"].size) != tuple(plan.image_shape):
+        raise HpcdiffError(f"{plan.dataset}: grid {grid['lat'].shape} differs from the samples' "
+                           f"{list(plan.image_shape)}")
     with atomic_file(out, suffix=".nc") as tmp:
-        bad = _write(tmp, samples, plan, grid=grid, progress=progress)
+        bad, clamped = _write(tmp, samples, plan, grid=grid, progress=progress)
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o666 & ~umask)  # the temporary is private; the result is shared like any file
     if bad:
         print(f"hpcdiff merge: warning: {bad} non-finite value(s) in physical units (diverged samples of an "
               f"under-trained model?) in {out}", file=sys.stderr)
+    outside = {name: n for name, n in clamped.items() if n}
+    if outside:
+        total = plan.members * len(plan.dates) * plan.image_shape[0] * plan.image_shape[1]
+        detail = ", ".join(f"{name} {n} ({100 * n / total:.2g}%)" for name, n in outside.items())
+        print(f"hpcdiff merge: values outside the physical bounds, clamped to them: {detail}",
+              file=sys.stderr)
     return out

@@ -1,14 +1,13 @@
 """Part files of a sampling run: one HDF5 file per date holding all members, written atomically.
 
-``SAMPLES/plan.json`` fixes what the run must contain (dates, members, channels, checkpoint,
-sampler); ``SAMPLES/parts/<YYYY-MM-DD>.h5`` holds ``samples [M, Ct, H, W]`` float32 in the model's
+``SAMPLES/plan.json`` fixes what the run must contain (:mod:`hpcdiff.sample.plan`);
+``SAMPLES/parts/<YYYY-MM-DD>.h5`` holds ``samples [M, Ct, H, W]`` float32 in the model's
 normalized space. A part is visible under its final name only once complete, so a killed task leaves
 nothing that a rerun or a merge could mistake for a result.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,36 +16,11 @@ import numpy as np
 
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import atomic_file
-
-PLAN = "plan.json"
+from hpcdiff.sample.plan import read_plan
 
 
 def part_path(out: Path, date: str) -> Path:
     return Path(out) / "parts" / f"{date}.h5"
-
-
-def write_plan(out: Path, plan: dict[str, Any]) -> None:
-    """Write ``plan.json``, or check that an existing one (from an earlier, partial run) agrees."""
-    path = Path(out) / PLAN
-    if path.is_file():
-        old = read_plan(out)
-        diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-        if diff:
-            raise HpcdiffError(f"{out}: holds a sampling run with a different plan ({', '.join(diff)} "
-                               "differ); use another --out or remove it")
-        return
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(plan, indent=1))
-
-
-def read_plan(out: Path) -> dict[str, Any]:
-    path = Path(out) / PLAN
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HpcdiffError(f"{out}: not a sampling output (no {PLAN})") from None
-    except json.JSONDecodeError as err:
-        raise HpcdiffError(f"{path}: corrupt ({err.msg})") from None
 
 
 def write_part(out: Path, date: str, samples: np.ndarray, *, attrs: dict[str, Any]) -> Path:
@@ -84,5 +58,5 @@ def finished_dates(out: Path, *, members: int) -> set[str]:
 
 def missing_dates(out: Path) -> list[str]:
     plan = read_plan(out)
-    done = finished_dates(out, members=plan["members"])
-    return [d for d in plan["dates"] if d not in done]
+    done = finished_dates(out, members=plan.members)
+    return [d for d in plan.dates if d not in done]

@@ -1,57 +1,49 @@
-"""A trained run as sampling needs it: the chosen checkpoint's ``state.pt`` (EMA weights, model spec,
-resolved training config, dataset manifest), the dataset the conditions come from, the network with
-the EMA weights, the (respaced) diffusion, and the inference precision.
+"""A trained run as sampling needs it: the chosen checkpoint's ``state.pt`` (EMA weights, the run spec,
+the training dataset's manifest), the dataset the conditions come from, the network with the EMA
+weights, and the inference precision.
 
-:func:`open_run` reads ``state.pt`` once; everything else is derived from what it returns, so an array
-task loads its checkpoint exactly once.
+:func:`open_run` reads ``state.pt`` once; everything else is built from its
+:class:`~hpcdiff.runspec.RunSpec`, so an array task loads its checkpoint exactly once and nothing is
+re-derived from the training job's YAML.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hpcdiff.config import from_dict
-from hpcdiff.data.shards import read_manifest
-from hpcdiff.diffusion.gaussian import GaussianDiffusion
+from hpcdiff.data.manifest import Manifest, parse_manifest, read_manifest
+from hpcdiff.data.shards import file_sha256
 from hpcdiff.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
-from hpcdiff.diffusion.schedules import respaced_timesteps
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.models import build_model
+from hpcdiff.models.denoiser import Denoiser
+from hpcdiff.runspec import RunSpec
 from hpcdiff.sample.job import SampleJob, SamplerSection
 from hpcdiff.train import checkpoint as ckpt
-from hpcdiff.train.job import TrainJob
 
-NORMALIZATION_KEYS = ("name", "transform", "scale", "mean", "std")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
-    """What one checkpoint of ``run_dir`` gives sampling. ``state`` is its ``state.pt``."""
+    """What one checkpoint of ``run_dir`` gives sampling. ``state`` is its ``state.pt``; ``manifest`` the
+    training dataset's, as the run saw it (the normalization it was trained with); ``dataset`` the
+    dataset the conditions are read from."""
 
     run_dir: Path
     checkpoint: Path
+    checkpoint_sha256: str
     state: dict[str, Any]
-    train_job: TrainJob
+    spec: RunSpec
+    manifest: Manifest
     dataset: Path
 
     @property
     def step(self) -> int:
         return int(self.state["step"])
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The training dataset's manifest, as the run saw it (the normalization it was trained with)."""
-        return self.state["manifest"]
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self.state["model_spec"]
 
 
 def resolve_checkpoint(run_dir: Path, which: str) -> Path:
@@ -73,34 +65,32 @@ def open_run(job: SampleJob, run_dir: Path) -> tuple[SampleJob, TrainedRun]:
     the dataset made absolute (so array tasks started later use the same ones), and the run."""
     path = resolve_checkpoint(run_dir, job.sample.checkpoint)
     state = ckpt.load_state(path)
-    train_job = from_dict(TrainJob, state["config"], where=f"{path}/state.pt config")
-    dataset = Path(job.dataset if job.dataset is not None else train_job.data.dataset).resolve()
-    run = TrainedRun(run_dir=Path(run_dir).resolve(), checkpoint=path, state=state, train_job=train_job,
-                     dataset=dataset)
+    where = f"{path}/state.pt"
+    spec = RunSpec.from_state(state.get("run_spec"), where=where)
+    trained_on = Path(state["config"]["data"]["dataset"])
+    dataset = Path(job.dataset if job.dataset is not None else trained_on).resolve()
+    run = TrainedRun(run_dir=Path(run_dir).resolve(), checkpoint=path,
+                     checkpoint_sha256=file_sha256(path / "state.pt"), state=state, spec=spec,
+                     manifest=parse_manifest(state["manifest"], root=trained_on), dataset=dataset)
     check_dataset(run, read_manifest(dataset))
     resolved = dataclasses.replace(job, dataset=dataset,
                                    sample=dataclasses.replace(job.sample, checkpoint=str(path)))
     return resolved, run
 
 
-def _normalization(manifest: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    return [{k: c.get(k, c.get("stats", {}).get(k)) for k in NORMALIZATION_KEYS} for c in manifest[key]]
-
-
-def check_dataset(run: TrainedRun, manifest: Mapping[str, Any]) -> None:
+def check_dataset(run: TrainedRun, manifest: Manifest) -> None:
     """The dataset must hold the channels the network was trained on, normalized with the same statistics
     (else the conditions would be silently mis-scaled), on a grid of the trained shape."""
-    for key in ("targets", "conditions", "static_channels"):
-        if _normalization(manifest, key) != _normalization(run.manifest, key):
-            raise HpcdiffError(f"{run.dataset}: its {key} (names or normalization statistics) differ from "
-                               f"those run {run.run_dir} was trained with; use the training dataset or one "
-                               "preprocessed with the same statistics")
-    if list(manifest["grid"]["shape"]) != list(run.spec["image_shape"]):
-        raise HpcdiffError(f"{run.dataset}: grid {manifest['grid']['shape']} differs from the trained "
-                           f"image shape {run.spec['image_shape']}")
+    if manifest.fingerprint() != run.spec.normalization:
+        raise HpcdiffError(f"{run.dataset}: its channels or normalization statistics differ from those run "
+                           f"{run.run_dir} was trained with; use the training dataset or one preprocessed "
+                           "with the same statistics")
+    if tuple(manifest.grid.shape) != tuple(run.spec.image_shape):
+        raise HpcdiffError(f"{run.dataset}: grid {list(manifest.grid.shape)} differs from the trained "
+                           f"image shape {list(run.spec.image_shape)}")
 
 
-def resolved_steps(section: SamplerSection, train_job: TrainJob) -> int:
+def resolved_steps(section: SamplerSection, spec: RunSpec) -> int:
     """The number of sampler steps: the config's, else the sampler's default, else the trained T."""
     if section.sampler not in SAMPLERS:
         raise HpcdiffError(f"sample.sampler {section.sampler!r} is not a sampler; valid: "
@@ -108,30 +98,21 @@ def resolved_steps(section: SamplerSection, train_job: TrainJob) -> int:
     if section.eta != 0.0 and section.sampler != "ddim":
         raise HpcdiffError(f"sample.eta is a DDIM parameter; got eta={section.eta} with {section.sampler!r}")
     steps = section.steps if section.steps is not None else DEFAULT_STEPS[section.sampler]
-    total = train_job.diffusion.num_steps
+    total = spec.diffusion.num_steps
     steps = total if steps is None else steps
     if steps > total:
         raise HpcdiffError(f"sample.steps {steps} exceeds the trained schedule's {total} steps")
     return steps
 
 
-def sampling_diffusion(train_job: TrainJob, *, steps: int, spacing: str) -> GaussianDiffusion:
-    """The trained diffusion, respaced to ``steps`` (once per task, not per batch)."""
-    from hpcdiff.train.loop import build_diffusion  # the one definition of the trained diffusion
-
-    diffusion = build_diffusion(train_job)
-    if steps == diffusion.num_steps:
-        return diffusion
-    return diffusion.respace(respaced_timesteps(diffusion.alpha_bar, steps, spacing=spacing))
-
-
-def load_network(run: TrainedRun, *, device: torch.device) -> torch.nn.Module:
-    """The network with the checkpoint's EMA weights (fp32), in eval mode on ``device``."""
-    spec = run.spec
-    model = build_model(spec["preset"], target_channels=spec["target_channels"],
-                        cond_channels=spec["cond_channels"], learn_sigma=spec["learn_sigma"],
-                        model=spec.get("model", "unet"))
-    model.load_state_dict(run.state["ema"])
+def load_network(run: TrainedRun, *, device: torch.device) -> Denoiser:
+    """The run's denoiser with the checkpoint's EMA weights (fp32), in eval mode on ``device``."""
+    model = run.spec.build_model()
+    try:
+        model.load_state_dict(run.state["ema"])
+    except (KeyError, RuntimeError) as err:
+        raise HpcdiffError(f"{run.checkpoint}/state.pt: EMA weights do not fit the run spec "
+                           f"({str(err).splitlines()[0]})") from None
     return model.to(device).eval()
 
 

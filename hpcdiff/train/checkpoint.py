@@ -24,6 +24,7 @@ import torch
 
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import atomic_file
+from hpcdiff.runspec import RunSpec
 
 DS_TAG = "ds"
 
@@ -132,10 +133,17 @@ def load(path: Path, *, engine: Any, rank: int) -> dict[str, Any]:
     return state
 
 
-def check_compatible(state: dict[str, Any], *, model_spec: dict[str, Any], path: Path) -> None:
-    """Refuse to resume a checkpoint whose architecture differs from the job's."""
-    saved = state.get("model_spec", {})
-    diff = {k: (saved.get(k), v) for k, v in model_spec.items() if saved.get(k) != v}
+def check_compatible(state: dict[str, Any], *, spec: RunSpec, path: Path,
+                     dataset: Path | None = None) -> None:
+    """Refuse to resume a checkpoint whose run spec differs from the job's: another architecture,
+    parameterization, or a dataset normalized with other statistics (both datasets named)."""
+    saved = RunSpec.from_state(state.get("run_spec"), where=f"{path}/state.pt")
+    if saved.normalization != spec.normalization:
+        before = state.get("config", {}).get("data", {}).get("dataset", "?")
+        raise HpcdiffError(f"{path}: the checkpoint was trained on {before} (normalization "
+                           f"{saved.normalization[:12]}), but the job's dataset {dataset or ''} has other "
+                           f"normalization statistics ({spec.normalization[:12]}); resume on the same "
+                           "dataset")
+    diff = saved.mismatch(spec)
     if diff:
-        detail = ", ".join(f"{k}: checkpoint {a!r} vs job {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise HpcdiffError(f"{path}: checkpoint architecture does not match the job ({detail})")
+        raise HpcdiffError(f"{path}: the checkpoint's run differs from the job's ({'; '.join(diff)})")

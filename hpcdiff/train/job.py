@@ -23,8 +23,11 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
+    """The backbone (a key of :data:`hpcdiff.models.BACKBONES`) and its size preset."""
+
+    backbone: str = "unet"
     preset: str = "small"
-    dropout: float | None = None
+    dropout: float | None = None  # null: the preset's
 
 
 @dataclasses.dataclass(frozen=True)

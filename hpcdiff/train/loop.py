@@ -1,10 +1,14 @@
 """The training loop: readable in one sitting.
 
 Determinism is by construction, not by saved state: the diffusion time step and noise of a sample
-come from a generator seeded by ``(seed, epoch, global sample index)``, so a sample's loss does not
-depend on which rank or micro-batch it lands in (1 rank x 2 accumulation steps == 2 ranks x 1), and
-dropout is reseeded from ``(seed, rank, micro-step)``. A run resumed from a checkpoint therefore
-repeats the loss history of an uninterrupted run exactly.
+come from a generator seeded by ``(seed, NOISE, epoch, global sample index)``, so a sample's loss does
+not depend on which rank or micro-batch it lands in (1 rank x 2 accumulation steps == 2 ranks x 1), and
+dropout is reseeded from ``(seed, DROPOUT, rank, micro-step)``; the purpose tags
+(:mod:`hpcdiff.seeding`) keep the two streams apart. A run resumed from a checkpoint therefore repeats
+the loss history of an uninterrupted run exactly.
+
+The network is the run spec's (:class:`hpcdiff.runspec.RunSpec`): a denoiser that owns the residual
+encoding and the ε / v parameterization; the loop only feeds it batches.
 """
 
 from __future__ import annotations
@@ -23,14 +27,11 @@ import torch
 
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data.loader import ShardDataset
-from hpcdiff.data.residual import MAX_FIT_SAMPLES, Residual, fit_residual
-from hpcdiff.diffusion.gaussian import GaussianDiffusion
-from hpcdiff.diffusion.schedules import make_betas
 from hpcdiff.diffusion.weights import sdf_weights
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.models import build_model
-from hpcdiff.seeding import generator, mix_seed
+from hpcdiff.runspec import RunSpec
+from hpcdiff.seeding import DROPOUT, INIT, NOISE, generator, mix_seed
 from hpcdiff.train import checkpoint
 from hpcdiff.train import engine as ds
 from hpcdiff.train.ema import EMA
@@ -53,25 +54,10 @@ def per_sample_noise(index: torch.Tensor, *, seed: int, epoch: int, num_steps: i
     batching). ``index`` are global sample indices ``[B]``."""
     steps, noise = [], []
     for i in index.tolist():
-        gen = generator(seed, epoch, i)
+        gen = generator(seed, NOISE, epoch, i)
         steps.append(torch.randint(num_steps, (1,), generator=gen))
         noise.append(torch.randn(shape, generator=gen))
     return torch.cat(steps), torch.stack(noise)
-
-
-def model_spec(job: TrainJob, train_ds: ShardDataset) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild the network without the job file."""
-    return {"model": "unet", "preset": job.model.preset,
-            "target_channels": len(train_ds.target_channels), "cond_channels": len(train_ds.cond_channels),
-            "learn_sigma": job.diffusion.var_type == "learned_range", "prediction": job.diffusion.prediction,
-            "residual": job.diffusion.residual,
-            "image_shape": list(train_ds.mask.shape[-2:])}
-
-
-def build_diffusion(job: TrainJob) -> GaussianDiffusion:
-    d = job.diffusion
-    return GaussianDiffusion(make_betas(d.schedule, d.num_steps), var_type=d.var_type, loss_type=d.loss,
-                             vlb_weight=d.vlb_weight, prediction=d.prediction)
 
 
 def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
@@ -82,19 +68,6 @@ def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
     weight = sdf_weights(train_ds.sdf_km, land_weight=w.land_weight, sea_scale_km=w.sea_scale_km,
                          floor=w.floor)
     return torch.from_numpy(weight.astype("float32"))[None, None]
-
-
-def residual_map(job: TrainJob, train_ds: ShardDataset, state: dict[str, Any] | None) -> Residual | None:
-    """The residual map of a residual job: the checkpoint's on resume, else fitted on the first
-    training samples (in file order, the same on every rank)."""
-    if not job.diffusion.residual:
-        return None
-    if state is not None and state.get("residual") is not None:
-        return Residual.from_state(state["residual"])
-    plain = ShardDataset(job.data.dataset, job.data.train_split, batch_size=train_ds.batch_size,
-                         shuffle=False)
-    count = max(1, min(len(plain), MAX_FIT_SAMPLES // train_ds.batch_size))
-    return fit_residual(plain.manifest, [plain[i] for i in range(count)])
 
 
 def batch_stream(dataset: ShardDataset, *, start: int, num_workers: int) -> Iterator[tuple[int, dict]]:
@@ -140,58 +113,53 @@ class Trainer:
         if len(self.train_ds) == 0:
             raise HpcdiffError(f"{job.data.dataset}: split {job.data.train_split!r} has fewer samples than "
                                f"one micro-batch per rank ({self.plan.describe()})")
-        self.spec = model_spec(job, self.train_ds)
+        self.spec = RunSpec.from_job(job, self.train_ds.manifest)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
         if self.resume_from is not None:  # refuse a mismatch before any process group or model exists
-            checkpoint.check_compatible(checkpoint.load_state(self.resume_from), model_spec=self.spec,
-                                        path=self.resume_from)
+            checkpoint.check_compatible(checkpoint.load_state(self.resume_from), spec=self.spec,
+                                        path=self.resume_from, dataset=job.data.dataset)
         self._build()
 
     def _build(self) -> None:
         job, env = self.job, self.env
         ds.init_distributed(env)
-        torch.manual_seed(mix_seed(job.train.seed, env.rank))
-        model = build_model(job.model.preset, target_channels=self.spec["target_channels"],
-                            cond_channels=self.spec["cond_channels"], learn_sigma=self.spec["learn_sigma"],
-                            dropout=job.model.dropout)
+        torch.manual_seed(mix_seed(job.train.seed, INIT, env.rank))
+        model = self.spec.build_model()
         lr_lambda = functools.partial(ds.warmup_cosine, warmup_steps=job.optim.warmup_steps,
                                       max_steps=job.train.max_steps, min_ratio=job.optim.min_lr_ratio)
         self.engine, self.scheduler = ds.init_engine(model.to(self.device), self.ds_config,
                                                      lr_lambda=lr_lambda)
-        self.dtype = ds.engine_dtype(self.engine)
-        self.diffusion = build_diffusion(job)
+        self.denoiser = model  # the engine's module: its parameters are the trained ones
+        self.diffusion = self.spec.build_diffusion()
         self.ema = EMA(self.engine.module, decay=job.train.ema_decay)
         weight = loss_weight(job, self.train_ds)
         self.weight = None if weight is None else weight.to(self.device)  # moved once, used every step
-        self.step, self._grad_norm, state = 0, None, None
+        self.step, self._grad_norm = 0, None
         if self.resume_from is not None:
             state = checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
             self.ema.load_state_dict(state["ema"])
             self.step = int(state["step"])
-        self.residual = residual_map(job, self.train_ds, state)
 
     def _on_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x0, cond, doy)`` on the device; ``x0`` is what is diffused: the normalized target, or its
-        scaled residual to the ERA5 baseline."""
+        """``(x0, cond, doy)`` on the device; ``x0`` is what is diffused (the denoiser's encoding)."""
         target, cond, doy = (batch[k].to(self.device) for k in ("target", "cond", "doy"))
-        x0 = target if self.residual is None else self.residual.encode(target, cond)
-        return x0, cond, doy
+        return self.denoiser.encode(target, cond), cond, doy
 
-    def _model_fn(self, cond: torch.Tensor, doy: torch.Tensor) -> ModelFn:
-        """``(x_t, t) -> output`` in fp32, running the engine in its own precision."""
-
-        def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.engine(x_t.to(self.dtype), t, cond.to(self.dtype), doy).float()
-        return fn
+    def _losses(self, model_fn: ModelFn, x0: torch.Tensor, *, index: torch.Tensor,
+                epoch: int) -> dict[str, torch.Tensor]:
+        """Per-sample losses ``[B]`` with each sample's own time step and noise."""
+        t, noise = per_sample_noise(index, seed=self.job.train.seed, epoch=epoch,
+                                    num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
+        t = t.to(self.device)
+        return self.diffusion.training_losses(model_fn, x0, t, noise=noise.to(self.device),
+                                              weight=self.weight, mse_weight=self.denoiser.mse_weight(t))
 
     def _micro_step(self, epoch: int, batch: dict[str, torch.Tensor], micro: int) -> dict[str, float]:
         x0, cond, doy = self._on_device(batch)
-        t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=epoch,
-                                    num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
-        torch.manual_seed(mix_seed(self.job.train.seed, self.env.rank, micro))  # dropout
-        losses = self.diffusion.training_losses(self._model_fn(cond, doy), x0, t.to(self.device),
-                                                noise=noise.to(self.device), weight=self.weight)
+        torch.manual_seed(mix_seed(self.job.train.seed, DROPOUT, self.env.rank, micro))
+        losses = self._losses(lambda x_t, t: self.engine(x_t, t, cond, doy), x0, index=batch["index"],
+                              epoch=epoch)
         loss = losses["loss"].mean()
         self.engine.backward(loss)
         if self.engine.is_gradient_accumulation_boundary():
@@ -236,8 +204,7 @@ class Trainer:
                                shuffle=False, drop_last=True)
         except HpcdiffError:
             return None
-        model = build_model(job.model.preset, target_channels=self.spec["target_channels"],
-                            cond_channels=self.spec["cond_channels"], learn_sigma=self.spec["learn_sigma"])
+        model = self.spec.build_model()
         model.load_state_dict(self.ema.state_dict())
         model.to(self.device).eval()
         n_batches = len(val) if job.train.val_batches is None else min(len(val), job.train.val_batches)
@@ -256,18 +223,14 @@ class Trainer:
     def _fixed_noise_losses(self, model: torch.nn.Module,
                             batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x0, cond, doy = self._on_device(batch)
-        t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=0,
-                                    num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
-        return self.diffusion.training_losses(lambda x, s: model(x, s, cond, doy), x0, t.to(self.device),
-                                              noise=noise.to(self.device), weight=self.weight)
+        return self._losses(model.bind(cond, doy), x0, index=batch["index"], epoch=0)
 
     def _state(self) -> dict[str, Any]:
         micro = self.step * self.plan.accum_steps
         epoch, offset = divmod(micro, len(self.train_ds))
         return {"step": self.step, "loader": {"epoch": epoch, "batch": offset, "micro_step": micro},
-                "ema": self.ema.state_dict(), "model_spec": self.spec, "config": to_dict(self.job),
-                "manifest": self.train_ds.manifest, "world_size": self.env.world_size,
-                "residual": None if self.residual is None else self.residual.to_state()}
+                "ema": self.ema.state_dict(), "run_spec": self.spec.to_state(), "config": to_dict(self.job),
+                "manifest": self.train_ds.manifest.raw, "world_size": self.env.world_size}
 
     def save(self) -> Path:
         return checkpoint.save(self.ckpt_root, step=self.step, engine=self.engine, state=self._state(),

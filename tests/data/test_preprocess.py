@@ -14,6 +14,7 @@ from mini_world import expected_era5, land_mask, target_grid, write_mini_world, 
 
 from hpcdiff.cli import main
 from hpcdiff.config import load_config
+from hpcdiff.data.manifest import parse_manifest, read_manifest
 from hpcdiff.data.recipe import PreprocessRecipe
 from hpcdiff.data.split import split_dates
 from hpcdiff.data.transforms import inverse, inverse_transform
@@ -39,6 +40,23 @@ def read_split(dataset, name, key):
     manifest = json.loads((dataset / "manifest.json").read_text())
     parts = [h5py.File(dataset / s["path"], "r")[key][...] for s in manifest["splits"][name]["shards"]]
     return manifest, np.concatenate(parts)
+
+
+def test_typed_manifest_reads_what_was_written(dataset):
+    """The typed reader gives every stage the same view: channels with statistics, physical bounds and
+    residual scales, grid, shards with sizes; its fingerprint changes with any statistic."""
+    manifest = read_manifest(dataset)
+    raw = json.loads((dataset / "manifest.json").read_text())
+    assert manifest.target_names == [c["name"] for c in raw["targets"]]
+    assert {c.name: c.bounds for c in manifest.targets} == {"t2m": (0.0, None), "tp": (0.0, None),
+                                                            "e": (None, None)}
+    assert all(c.residual_rms is not None and 0 < c.residual_rms < 1 for c in manifest.targets)
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            assert (dataset / shard.path).stat().st_size == shard.bytes
+    assert manifest.grid.shape == tuple(raw["grid"]["shape"])
+    raw["conditions"][0]["stats"]["mean"] += 1e-9
+    assert parse_manifest(raw, root=dataset).fingerprint() != manifest.fingerprint()
 
 
 def test_manifest_layout_and_split(dataset, world):
@@ -83,7 +101,7 @@ def test_conditions_are_daily_aggregates_regridded_in_physical_units(dataset):
 
 def test_targets_invert_to_the_files(dataset, world):
     manifest, target = read_split(dataset, "test", "target")
-    physical = inverse_transform(manifest, target)
+    physical = inverse_transform(read_manifest(dataset).target_transforms(), target)
     dates = np.array(manifest["splits"]["test"]["dates"], dtype="datetime64[D]")
     with netCDF4.Dataset(world / "danra" / "danra_2003.nc") as ds:
         index = (dates - np.datetime64("2003-01-01")).astype(int)

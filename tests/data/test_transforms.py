@@ -7,10 +7,12 @@ import pytest
 
 from hpcdiff.data.transforms import (
     TRANSFORMS,
+    ChannelStats,
     RunningStats,
     forward,
     inverse,
     inverse_transform,
+    inverse_transform_counted,
     merged,
     shape_forward,
 )
@@ -56,12 +58,25 @@ def test_running_stats_match_numpy_and_merge_in_any_split():
     assert total.count.tolist() == [ref.shape[1]] * 2
 
 
-def test_inverse_transform_uses_manifest_order():
-    manifest = {"targets": [
-        {"name": "t2m", "stats": {"transform": "zscore", "scale": 1.0, "mean": 280.0, "std": 5.0}},
-        {"name": "tp", "stats": {"transform": "log1p", "scale": 0.1, "mean": 1.0, "std": 2.0}}]}
+def test_inverse_transform_uses_channel_order():
+    channels = [(ChannelStats("zscore", 1.0, 280.0, 5.0), (None, None)),
+                (ChannelStats("log1p", 0.1, 1.0, 2.0), (0.0, None))]
     y = np.zeros((3, 2, 4, 4), np.float32)
-    out = inverse_transform(manifest, y)
+    out = inverse_transform(channels, y)
     assert out.dtype == np.float32 and out.shape == y.shape
     np.testing.assert_allclose(out[:, 0], 280.0)
     np.testing.assert_allclose(out[:, 1], 0.1 * np.expm1(1.0), rtol=1e-6)
+
+
+def test_decoding_respects_physical_bounds():
+    """A normalized value below the log1p transform's zero maps to a negative amount; decoding clamps it
+    to the lower bound (0 kg m-2) and counts it; unbounded channels keep every value."""
+    stats = ChannelStats("log1p", 0.1, 1.0, 2.0)
+    y = np.array([-3.0, -1.0, 0.0, 2.0], np.float32).reshape(1, 1, 2, 2)
+    raw = inverse(y[0, 0], stats)
+    assert (raw < 0).sum() == 2  # the transform's own inverse leaves the physical domain here
+    out, clamped = inverse_transform_counted([(stats, (0.0, None))], y)
+    assert clamped == [2] and out.min() == 0.0
+    np.testing.assert_allclose(out[0, 0][raw >= 0], raw[raw >= 0], rtol=1e-6)
+    free, none = inverse_transform_counted([(stats, (None, None))], y)
+    assert none == [0] and free.min() < 0

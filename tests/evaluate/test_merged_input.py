@@ -13,6 +13,7 @@ from hpcdiff.data.transforms import forward
 from hpcdiff.evaluate.run import EvaluateOptions, load_inputs, score_variable
 from hpcdiff.sample import parts
 from hpcdiff.sample.merge import merge_samples
+from hpcdiff.sample.plan import SamplePlan, write_plan
 
 
 def test_merged_ensemble_is_read_and_scored(tiny, test_dates, tmp_path):
@@ -21,11 +22,11 @@ def test_merged_ensemble_is_read_and_scored(tiny, test_dates, tmp_path):
     fields = oracle_fields(world, test_dates[:3], members=3, seed=0)
     targets = manifest["targets"]
     dates = [str(d) for d in test_dates[:3]]
-    plan = {"members": 3, "image_shape": manifest["grid"]["shape"], "dates": dates, "targets": targets,
-            "run": "r", "checkpoint": "c", "checkpoint_step": 1, "sampler": "ddim", "steps": 5, "seed": 0,
-            "dataset": str(dataset)}
+    plan = SamplePlan(members=3, image_shape=tuple(manifest["grid"]["shape"]), dates=dates, targets=targets,
+                      run="r", checkpoint="c", checkpoint_step=1, checkpoint_sha256="0" * 64, sampler="ddim",
+                      steps=5, spacing="logsnr", eta=0.0, seed=0, precision="fp32", dataset=str(dataset))
     samples = tmp_path / "samples"
-    parts.write_plan(samples, plan)
+    write_plan(samples, plan)
     for i, date in enumerate(dates):
         normalized = np.stack([forward(fields[t["name"]][i], t["stats"]) for t in targets], axis=1)
         parts.write_part(samples, date, normalized.astype(np.float32), attrs={})

@@ -38,7 +38,7 @@ def oracle_samples(tiny, test_dates, tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(tiny, oracle_samples, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "report"
-    assert evaluate(oracle_samples, tiny[1], out) == 0
+    assert evaluate(oracle_samples, tiny[1], out, "--oracle-seed", 1) == 0
     return out
 
 
@@ -53,13 +53,15 @@ def test_metrics_json_shape(report):
     assert {"wet_day_frequency", "q99", "q999"} <= set(metrics["tp"]["model"])
 
 
-def test_the_oracle_against_itself_scores_ratio_one(report):
+def test_two_draws_of_the_law_score_alike_and_beat_interpolation(report):
+    """The samples are the oracle's seed-0 draws, the report's oracle its seed-1 draws: independent
+    ensembles of the same law, so their CRPS agree to sampling noise, and both beat bilinear."""
     metrics = json.loads((report / "metrics.json").read_text())
     for variable in VARIABLES:
         model, oracle = metrics[variable]["model"], metrics[variable]["oracle"]
-        assert model["crps_ratio_to_oracle"] == pytest.approx(1.0, abs=1e-9)
-        assert model["bias"] == pytest.approx(oracle["bias"], abs=1e-9)
-        assert metrics[variable]["bilinear"]["crps"] > model["crps"]  # the law beats interpolation
+        assert model["crps_ratio_to_oracle"] == pytest.approx(1.0, abs=0.1), variable
+        assert model["crps_ratio_to_oracle"] != 1.0  # really two different draws
+        assert metrics[variable]["bilinear"]["crps"] > max(model["crps"], oracle["crps"])
         assert metrics[variable]["bilinear"]["psd_high_ratio"] < 0.5  # interpolation is too smooth
     assert abs(metrics["t2m"]["model"]["bias"]) < 0.1 * metrics["t2m"]["model"]["truth_spatial_std"]
 

@@ -8,21 +8,22 @@ import numpy as np
 import pytest
 
 from hpcdiff.data import synth
+from hpcdiff.data.manifest import parse_manifest, read_manifest
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.evaluate.truth import LAND_THRESHOLD, load_truth, read_static
 
 
 def manifest_of(dataset):
-    return json.loads((dataset / "manifest.json").read_text())
+    return read_manifest(dataset)
 
 
 def test_truth_of_any_split_is_the_world_truth(tiny):
     world_root, dataset = tiny
     manifest = manifest_of(dataset)
-    splits = manifest["splits"]
-    dates = np.array([splits["test"]["dates"][3], splits["train"]["dates"][0], splits["val"]["dates"][-1],
-                      splits["test"]["dates"][0]], "datetime64[D]")  # not in shard order
-    truth = load_truth(dataset, manifest, dates)
+    splits = manifest.splits
+    dates = np.array([splits["test"].dates[3], splits["train"].dates[0], splits["val"].dates[-1],
+                      splits["test"].dates[0]], "datetime64[D]")  # not in shard order
+    truth = load_truth(manifest, dates)
     law = synth.truth(synth.load_world(world_root), dates)
     for name in ("t2m", "tp", "e"):
         assert truth[name].shape == (4, 32, 32)
@@ -31,21 +32,22 @@ def test_truth_of_any_split_is_the_world_truth(tiny):
 
 def test_missing_dates_are_named(tiny):
     manifest = manifest_of(tiny[1])
-    dates = np.array([manifest["splits"]["test"]["dates"][0], "1985-05-01", "2011-01-01"], "datetime64[D]")
+    dates = np.array([manifest.splits["test"].dates[0], "1985-05-01", "2011-01-01"], "datetime64[D]")
     with pytest.raises(HpcdiffError, match="no truth for 2 sample date.*1985-05-01, 2011-01-01"):
-        load_truth(tiny[1], manifest, dates)
+        load_truth(manifest, dates)
 
 
 def test_static_land_mask(tiny):
     world = synth.load_world(tiny[0])
-    static = read_static(tiny[1], manifest_of(tiny[1]))
+    static = read_static(manifest_of(tiny[1]))
     np.testing.assert_array_equal(static.land, world.lsm > LAND_THRESHOLD)
     assert 0 < static.land.sum() < static.land.size
     assert static.dx_km == pytest.approx(2.5)
 
 
 def test_unreadable_shard_is_a_one_line_error(tiny):
-    manifest = manifest_of(tiny[1])
-    manifest["splits"]["test"]["shards"][0]["path"] = "shards/gone.h5"
+    raw = json.loads((tiny[1] / "manifest.json").read_text())
+    raw["splits"]["test"]["shards"][0]["path"] = "shards/gone.h5"
+    manifest = parse_manifest(raw, root=tiny[1])
     with pytest.raises(HpcdiffError, match=r"gone\.h5: cannot read 'time' from the shard"):
-        load_truth(tiny[1], manifest, np.array([manifest["splits"]["test"]["dates"][0]], "datetime64[D]"))
+        load_truth(manifest, np.array([manifest.splits["test"].dates[0]], "datetime64[D]"))

@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from hpcdiff.diffusion import GaussianDiffusion, make_betas, sample
-from hpcdiff.models import MODELS, UNET_PRESETS, build_model, eps_model_fn
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.models import UNET_PRESETS, build_backbone
 
 
 def tiny(learn_sigma: bool = True, *, seed: int = 0, randomize: bool = True) -> torch.nn.Module:
     """The tiny preset; ``randomize`` replaces the zero-initialized output layers, so outputs depend on
     every input."""
     torch.manual_seed(seed)
-    model = build_model("tiny", target_channels=2, cond_channels=3, learn_sigma=learn_sigma)
+    model = build_backbone("unet", "tiny", target_channels=2, cond_channels=3, learn_sigma=learn_sigma)
     if randomize:
         with torch.no_grad():
             for p in model.parameters():
@@ -60,17 +61,19 @@ def test_shape_checks_say_what_is_wrong():
         model(x_t, t, cond, doy[:2])
 
 
-def test_presets_registry_and_parameter_counts():
-    assert set(MODELS) == {"unet"} and isinstance(tiny(), MODELS["unet"])
+def test_presets_and_parameter_counts():
     counts = {}
     for name in UNET_PRESETS:
         with torch.device("meta"):
-            model = build_model(name, target_channels=3, cond_channels=6, learn_sigma=True)
+            model = build_backbone("unet", name, target_channels=3, cond_channels=6, learn_sigma=True)
         counts[name] = sum(p.numel() for p in model.parameters())
     assert counts["tiny"] < 0.5e6 and 1e6 < counts["small"] < 3e6 and 50e6 < counts["base"] < 70e6, counts
-    with pytest.raises(ValueError, match="tiny, small, base"):
-        build_model("huge", target_channels=1, cond_channels=1, learn_sigma=False)
-    dropped = build_model("tiny", target_channels=1, cond_channels=1, learn_sigma=False, dropout=0.3)
+    with pytest.raises(HpcdiffError, match="model.preset 'huge' is not a preset of unet; valid: tiny, small"):
+        build_backbone("unet", "huge", target_channels=1, cond_channels=1, learn_sigma=False)
+    with pytest.raises(HpcdiffError, match="model.backbone 'vit' is not a backbone; valid: unet"):
+        build_backbone("vit", "tiny", target_channels=1, cond_channels=1, learn_sigma=False)
+    dropped = build_backbone("unet", "tiny", target_channels=1, cond_channels=1, learn_sigma=False,
+                             dropout=0.3)
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in dropped.modules())
 
 
@@ -83,9 +86,9 @@ def test_a_sample_does_not_depend_on_its_batch():
     diff = GaussianDiffusion(make_betas("cosine", 100), var_type="learned_range")
     gens = [torch.Generator().manual_seed(s) for s in range(4)]
     with torch.no_grad():
-        xs = sample(eps_model_fn(model, cond, doy), diff, (4, 2, 16, 16), sampler="dpmpp_2m", steps=5,
+        xs = sample(lambda x, s: model(x, s, cond, doy), diff, (4, 2, 16, 16), sampler="dpmpp_2m", steps=5,
                     generators=gens)
-        x2 = sample(eps_model_fn(model, cond[2:3], doy[2:3]), diff, (1, 2, 16, 16), sampler="dpmpp_2m",
+        x2 = sample(lambda x, s: model(x, s, cond[2:3], doy[2:3]), diff, (1, 2, 16, 16), sampler="dpmpp_2m",
                     steps=5, generators=[torch.Generator().manual_seed(2)])
     assert torch.allclose(xs[2:3], x2, rtol=1e-4, atol=1e-3)  # a random net: |x| ~ 1e3
 
@@ -111,13 +114,13 @@ def test_bf16_autocast_channels_last_and_bf16_weights():
 
 def test_tiny_unet_overfits_one_conditioned_sample():
     torch.manual_seed(0)
-    model = build_model("tiny", target_channels=2, cond_channels=3, learn_sigma=True).train()
+    model = build_backbone("unet", "tiny", target_channels=2, cond_channels=3, learn_sigma=True).train()
     diff = GaussianDiffusion(make_betas("cosine", 100), var_type="learned_range", loss_type="hybrid")
     gen = torch.Generator().manual_seed(0)
     x0, cond = torch.randn(1, 2, 16, 16, generator=gen), torch.randn(1, 3, 16, 16, generator=gen)
     x0, cond, doy = x0.expand(4, -1, -1, -1), cond.expand(4, -1, -1, -1), torch.full((4,), 100.0)
     t, noise = torch.tensor([5, 30, 60, 95]), torch.randn(4, 2, 16, 16, generator=gen)
-    model_fn = eps_model_fn(model, cond, doy)
+    model_fn = lambda x, s: model(x, s, cond, doy)  # noqa: E731
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
     for _ in range(60):

@@ -17,11 +17,12 @@ from hpcdiff.errors import HpcdiffError
 from hpcdiff.sample import parts
 from hpcdiff.sample.dates import chunks
 from hpcdiff.sample.ensemble import packed_rows, sample_ensemble
+from hpcdiff.sample.plan import read_plan
 
 
 def all_parts(out):
-    plan = parts.read_plan(out)
-    return np.stack([parts.read_part(out, d) for d in plan["dates"]])
+    plan = read_plan(out)
+    return np.stack([parts.read_part(out, d) for d in plan.dates])
 
 
 def test_rows_are_packed_across_members_and_dates():
@@ -43,8 +44,8 @@ def test_members_do_not_depend_on_batch_size(tiny_run, make_job, tmp_path):
 def test_members_do_not_depend_on_chunking_and_a_rerun_does_no_work(tiny_run, make_job, tmp_path):
     job = make_job()
     sample_ensemble(job, tiny_run.run, tmp_path / "one", progress=False)
-    plan = parts.read_plan(tmp_path / "one")
-    for chunk in chunks(plan["dates"], 2):  # as two array tasks would
+    plan = read_plan(tmp_path / "one")
+    for chunk in chunks(plan.dates, 2):  # as two array tasks would
         sample_ensemble(job, tiny_run.run, tmp_path / "two", dates=chunk, progress=False)
     np.testing.assert_array_equal(all_parts(tmp_path / "one"), all_parts(tmp_path / "two"))
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "one" / "parts").iterdir()}
@@ -56,10 +57,10 @@ def test_members_do_not_depend_on_chunking_and_a_rerun_does_no_work(tiny_run, ma
 def test_plan_and_config_are_written_and_fixed(tiny_run, make_job, tmp_path):
     out = tmp_path / "s"
     sample_ensemble(make_job(), tiny_run.run, out, progress=False)
-    plan = parts.read_plan(out)
-    assert plan["members"] == 3 and plan["sampler"] == "dpmpp_3m" and plan["steps"] == 4
-    assert plan["channels"] == ["t2m", "tp", "e"] and plan["checkpoint_step"] == 2
-    assert plan["dataset"] == str(tiny_run.dataset.resolve()) and len(plan["dates"]) == 6
+    plan = read_plan(out)
+    assert plan.members == 3 and plan.sampler == "dpmpp_3m" and plan.steps == 4
+    assert plan.channels == ["t2m", "tp", "e"] and plan.checkpoint_step == 2
+    assert plan.dataset == str(tiny_run.dataset.resolve()) and len(plan.dates) == 6
     config = (out / "config.yaml").read_text()
     assert "step-00000002" in config and str(tiny_run.dataset.resolve()) in config  # resolved
     with pytest.raises(HpcdiffError, match="different plan .*members"):
@@ -70,7 +71,7 @@ def test_a_corrupt_part_is_redone(tiny_run, make_job, tmp_path):
     out = tmp_path / "s"
     sample_ensemble(make_job(), tiny_run.run, out, progress=False)
     reference = all_parts(out)
-    victim = parts.part_path(out, parts.read_plan(out)["dates"][2])
+    victim = parts.part_path(out, read_plan(out).dates[2])
     victim.write_bytes(b"not hdf5")  # e.g. a file copied in half by hand
     again = sample_ensemble(make_job(), tiny_run.run, out, progress=False)
     assert again.written == [victim.stem]
@@ -96,13 +97,13 @@ def test_a_task_killed_while_sampling_leaves_only_complete_parts(tiny_run, make_
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    plan = parts.read_plan(out)
+    plan = read_plan(out)
     visible = sorted(p.stem for p in (out / "parts").glob("*.h5"))
-    assert 0 < len(visible) < len(plan["dates"])
+    assert 0 < len(visible) < len(plan.dates)
     for date in visible:  # everything under a final name is complete
         assert parts.read_part(out, date).shape == (3, 3, 32, 32)
     rest = sample_ensemble(make_job("dates.limit=20", "sample.steps=10"), tiny_run.run, out, progress=False)
-    assert sorted(rest.written) == sorted(set(plan["dates"]) - set(visible))
+    assert sorted(rest.written) == sorted(set(plan.dates) - set(visible))
     assert parts.missing_dates(out) == []
     sample_ensemble(make_job("dates.limit=20", "sample.steps=10", "sample.batch_size=7"), tiny_run.run,
                     tmp_path / "ref", progress=False)

@@ -3,7 +3,10 @@ the CF checker, and refusal of incomplete input."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+from pathlib import Path
 
 import h5py
 import netCDF4
@@ -12,11 +15,13 @@ import pytest
 import xarray as xr
 
 from hpcdiff.cli import main
+from hpcdiff.data.manifest import read_manifest
 from hpcdiff.data.transforms import inverse_transform
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.sample import parts
 from hpcdiff.sample.ensemble import sample_ensemble
 from hpcdiff.sample.merge import default_output, merge_samples
+from hpcdiff.sample.plan import read_plan, write_plan
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +42,11 @@ def test_default_output_is_next_to_the_folder(tmp_path):
 
 def test_layout_coordinates_and_values(merged, sampled, tiny_run):
     assert merged == sampled.parent / "samples.nc"
-    plan = parts.read_plan(sampled)
+    plan = read_plan(sampled)
     manifest = json.loads((tiny_run.dataset / "manifest.json").read_text())
     with xr.open_dataset(merged) as ds, h5py.File(tiny_run.dataset / "static.h5") as static:
         assert dict(ds.sizes) == {"time": 6, "member": 3, "y": 32, "x": 32, "nv": 2}
-        assert [str(t)[:10] for t in ds["time"].values.astype("datetime64[D]")] == plan["dates"]
+        assert [str(t)[:10] for t in ds["time"].values.astype("datetime64[D]")] == plan.dates
         assert ds["member"].values.tolist() == [0, 1, 2]
         np.testing.assert_array_equal(ds["x"].values, static["x"][...])
         np.testing.assert_array_equal(ds["lat"].values, static["lat"][...])
@@ -57,13 +62,17 @@ def test_layout_coordinates_and_values(merged, sampled, tiny_run):
             assert var.encoding["coordinates"] == "lat lon"
             assert var.encoding["chunksizes"] == (1, 3, 32, 32) and var.encoding["zlib"]
             with np.errstate(over="ignore"):  # the 2-step model's samples overflow exp: fine here
-                expected = inverse_transform(manifest, parts.read_part(sampled, plan["dates"][4]))[:, c]
+                transforms = read_manifest(tiny_run.dataset).target_transforms()
+                expected = inverse_transform(transforms, parts.read_part(sampled, plan.dates[4]))[:, c]
             np.testing.assert_array_equal(var.values[4], expected)
         assert ds["t2m"].attrs["standard_name"] == "air_temperature"
         assert ds["tp"].attrs["cell_methods"] == "time: sum"
         assert ds["t2m"].attrs["cell_methods"] == "time: mean"
         assert "negative" in ds["e"].attrs["long_name"]
         assert ds["e"].attrs["standard_name"] == "water_evapotranspiration_amount"
+        # physical bounds: no negative precipitation, whatever the (barely trained) model produced
+        assert float(ds["tp"].min()) >= 0.0 and ds["tp"].attrs["valid_min"] == 0.0
+        assert ds["tp"].attrs["hpcdiff_values_clamped_to_bounds"] >= 0 and "valid_min" not in ds["e"].attrs
 
 
 def test_global_attributes_name_the_run(merged, tiny_run):
@@ -77,6 +86,8 @@ def test_global_attributes_name_the_run(merged, tiny_run):
     assert attrs["hpcdiff_checkpoint"].endswith("step-00000002") and attrs["hpcdiff_checkpoint_step"] == 2
     assert (attrs["hpcdiff_sampler"], attrs["hpcdiff_steps"], attrs["hpcdiff_members"]) == ("dpmpp_3m", 4, 3)
     assert attrs["hpcdiff_seed"] == 0 and attrs["hpcdiff_dataset"] == str(tiny_run.dataset.resolve())
+    state = Path(attrs["hpcdiff_checkpoint"]) / "state.pt"
+    assert attrs["hpcdiff_checkpoint_sha256"] == hashlib.sha256(state.read_bytes()).hexdigest()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the checker's own (its ioos_sos plugin)
@@ -94,22 +105,22 @@ def test_cf_checker_finds_no_errors(merged, tmp_path):
 
 def test_incomplete_samples_are_refused_naming_the_missing_dates(sampled, tmp_path, capsys):
     broken = tmp_path / "broken"
-    plan = parts.read_plan(sampled)
-    parts.write_plan(broken, plan)
-    for date in plan["dates"][1:4]:
+    plan = read_plan(sampled)
+    write_plan(broken, plan)
+    for date in plan.dates[1:4]:
         parts.write_part(broken, date, parts.read_part(sampled, date), attrs={})
-    parts.write_part(broken, plan["dates"][4], parts.read_part(sampled, plan["dates"][4])[:2], attrs={})
+    parts.write_part(broken, plan.dates[4], parts.read_part(sampled, plan.dates[4])[:2], attrs={})
     code = main(["merge", str(broken), "--out", str(tmp_path / "out.nc")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
-    missing = [plan["dates"][i] for i in (0, 4, 5)]  # date 4 has 2 of 3 members
+    missing = [plan.dates[i] for i in (0, 4, 5)]  # date 4 has 2 of 3 members
     assert f"3 of 6 planned dates have no complete part (3 members): {', '.join(missing)};" in err
     assert not (tmp_path / "out.nc").exists() and list(tmp_path.glob(".out.nc*")) == []
 
 
-def test_a_long_list_of_missing_dates_is_truncated(tmp_path):
+def test_a_long_list_of_missing_dates_is_truncated(sampled, tmp_path):
     dates = [f"2001-01-{d:02d}" for d in range(1, 26)]
-    parts.write_plan(tmp_path, {"dates": dates, "members": 2})
+    write_plan(tmp_path, dataclasses.replace(read_plan(sampled), dates=dates, members=2))
     with pytest.raises(HpcdiffError, match=r"25 of 25 .*2001-01-10, \.\.\. and 15 more; rerun"):
         merge_samples(tmp_path)
 

@@ -14,6 +14,7 @@ from hpcdiff.launch.array import submit_sample, wait_array
 from hpcdiff.sample import parts
 from hpcdiff.sample.ensemble import EnsembleSampler
 from hpcdiff.sample.merge import merge_samples
+from hpcdiff.sample.plan import read_plan
 
 JOB = str(REPO / "jobs" / "demo_sample.yaml")
 
@@ -87,7 +88,7 @@ def test_slurm_job_array(tiny_run, make_job, tmp_path):
     sample_ensemble(make_job(), tiny_run.run, reference, progress=False)
     # The same members, wherever they were drawn. Bit for bit within one process (the chunking tests);
     # across processes the CPU kernels may split reductions by thread count, so equal to rounding.
-    for date in parts.read_plan(out)["dates"]:
+    for date in read_plan(out).dates:
         np.testing.assert_allclose(parts.read_part(out, date), parts.read_part(reference, date),
                                    rtol=1e-5, atol=1e-6)
 

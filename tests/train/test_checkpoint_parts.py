@@ -47,14 +47,6 @@ def test_resolve_resume(tmp_path):
         checkpoint.resolve_resume(str(tmp_path / "nope"), tmp_path)
 
 
-def test_check_compatible(tmp_path):
-    state = {"model_spec": {"preset": "tiny", "target_channels": 3}}
-    checkpoint.check_compatible(state, model_spec={"preset": "tiny", "target_channels": 3}, path=tmp_path)
-    with pytest.raises(HpcdiffError, match="preset: checkpoint 'tiny' vs job 'small'"):
-        checkpoint.check_compatible(state, model_spec={"preset": "small", "target_channels": 3},
-                                    path=tmp_path)
-
-
 def test_rng_state_round_trip_is_weights_only_loadable(tmp_path):
     torch.manual_seed(1)
     np.random.seed(2)

@@ -89,7 +89,7 @@ def test_two_ranks_keep_identical_parameters(tiny_dataset, tmp_path):
     for key, value in rank0["ema"].items():
         assert torch.equal(value, rank1["ema"][key]), key
     row = read_csv(tmp_path / "train.csv")[-1]
-    assert float(row["samples_per_s_total"]) == pytest.approx(2 * float(row["samples_per_s_rank"]))
+    assert 0.0 <= float(row["data_wait_share"]) < 1.0 and float(row["step_time_s"]) > 0
 
 
 def test_bf16_trains(tiny_dataset, tmp_path):
@@ -132,8 +132,8 @@ def test_resume_refuses_another_architecture(tiny_dataset, one_rank, tmp_path, c
                  "--set", f"data.dataset={tiny_dataset}", "--set", "model.preset=small",
                  "--set", "train.max_steps=8", "--set", "train.global_batch=4", "--no-progress"])
     assert code == 1
-    assert "checkpoint architecture does not match the job (preset: checkpoint 'tiny' vs job 'small')" \
-        in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the checkpoint's run differs from the job's (preset: 'tiny' vs 'small')" in err
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -185,3 +185,14 @@ def test_the_deepspeed_launcher_starts_two_ranks(tiny_dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "micro-batch 2 x accumulation 1 x 2 ranks" in proc.stdout + proc.stderr
     assert [r["step"] for r in read_csv(out / "train.csv")] == ["1", "2"]
+
+
+def test_the_jobs_sdf_weights_reach_the_loss(tiny_dataset, tmp_path):
+    """Same seeds, same first batch: only the job's coast-distance weights differ, and so does the loss."""
+    losses = {}
+    for name, override in (("default", "diffusion.sdf_weights.land_weight=1.0"),
+                           ("land4", "diffusion.sdf_weights.land_weight=4.0"),
+                           ("off", "diffusion.sdf_weights.enabled=false")):
+        run_train(tiny_dataset, tmp_path / name, "train.max_steps=1", override)
+        losses[name] = float(read_csv(tmp_path / name / "train.csv")[0]["mse"])
+    assert len(set(losses.values())) == 3, losses

@@ -1,0 +1,180 @@
+"""The typed reader of a dataset's ``manifest.json``: what a preprocessed dataset holds.
+
+:func:`read_manifest` parses the file once into a frozen :class:`Manifest`; every stage (loader,
+check, sampling, merge, evaluation, training) reads attributes, never the JSON's keys. The JSON itself
+is written by :mod:`hpcdiff.data.preprocess`; ``Manifest.raw`` keeps it verbatim, e.g. for a
+checkpoint to record which dataset a run saw.
+
+Layout (schema :data:`SCHEMA_VERSION`): ``targets`` / ``conditions`` / ``static_channels`` (name,
+units, normalization statistics; targets also their physical bounds and, where a condition of the same
+name and transform exists, the RMS of the residual to it on the training split), ``grid`` (shape, the
+window of the full grid, the projection), ``static`` (``static.h5`` and its checksum), ``batch_chunk``
+(samples per HDF5 chunk) and ``splits`` (shards with sample counts and checksums, and the dates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hpcdiff.data.transforms import Bounds, ChannelStats
+from hpcdiff.errors import HpcdiffError
+
+SCHEMA_VERSION = 2
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """One channel of a dataset: ``name``, ``units``, normalization ``stats``; for targets the physical
+    ``bounds`` and ``residual_rms`` (RMS over the training split of the normalized target minus its
+    same-name condition mapped into the target's normalization; ``None`` where there is none)."""
+
+    name: str
+    units: str
+    stats: ChannelStats
+    bounds: Bounds = (None, None)
+    residual_rms: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    path: str  # relative to the dataset folder
+    n: int
+    sha256: str
+    bytes: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    n: int
+    shards: tuple[Shard, ...]
+    dates: tuple[str, ...]  # ISO, in shard order
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    shape: tuple[int, int]  # (H, W) of the dataset
+    full_shape: tuple[int, int]  # of the target files' grid the window was cut from
+    window: tuple[tuple[int, int], tuple[int, int]]  # (y, x) index ranges [start, stop) in the full grid
+    grid_mapping: str | None
+    projection: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """A dataset as the preprocessing wrote it; ``root`` is the dataset folder."""
+
+    root: Path
+    targets: tuple[Channel, ...]
+    conditions: tuple[Channel, ...]
+    static_channels: tuple[Channel, ...]
+    grid: Grid
+    static_path: str
+    static_sha256: str
+    batch_chunk: int
+    splits: dict[str, Split]
+    recipe: dict[str, Any]
+    raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def target_names(self) -> list[str]:
+        return [c.name for c in self.targets]
+
+    @property
+    def condition_names(self) -> list[str]:
+        """The network's condition channels: dynamic ERA5 channels, then the static ones."""
+        return [c.name for c in self.conditions] + [c.name for c in self.static_channels]
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise HpcdiffError(f"{self.root}: no split {name!r} (splits: {', '.join(self.splits)})")
+        return self.splits[name]
+
+    def split_dates(self) -> dict[str, list[str]]:
+        """Split name -> the ISO dates it holds."""
+        return {name: list(split.dates) for name, split in self.splits.items()}
+
+    def target_transforms(self) -> list[tuple[ChannelStats, Bounds]]:
+        """``(stats, bounds)`` per target, for :func:`hpcdiff.data.transforms.inverse_transform`."""
+        return [(c.stats, c.bounds) for c in self.targets]
+
+    def normalization(self) -> dict[str, list[list[Any]]]:
+        """Channel names and the statistics that map them to normalized values (what a trained network
+        depends on), by kind."""
+        return {kind: [[c.name, *c.stats.normalization()] for c in getattr(self, kind)]
+                for kind in ("targets", "conditions", "static_channels")}
+
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`normalization`: two datasets with the same fingerprint feed a network the same
+        values for the same physical inputs."""
+        return normalization_fingerprint(self.normalization())
+
+
+def normalization_fingerprint(normalization: Mapping[str, Any]) -> str:
+    text = json.dumps(normalization, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_manifest(dataset: Path) -> Manifest:
+    """The dataset's manifest; a one-line error if it is missing, invalid or of another schema."""
+    path = Path(dataset) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HpcdiffError(f"{dataset}: not a dataset (no {MANIFEST}); run hpcdiff preprocess") from None
+    except (OSError, ValueError) as err:
+        raise HpcdiffError(f"{path}: cannot read the manifest ({err})") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        raise HpcdiffError(f"{path}: schema version {version!r}, this hpcdiff reads {SCHEMA_VERSION}; "
+                           "preprocess again")
+    try:
+        return parse_manifest(data, root=Path(dataset))
+    except (KeyError, TypeError, ValueError) as err:
+        raise HpcdiffError(f"{path}: malformed manifest ({type(err).__name__}: {err})") from None
+
+
+def parse_manifest(data: Mapping[str, Any], *, root: Path) -> Manifest:
+    """A :class:`Manifest` from the JSON mapping (raises ``KeyError``/``ValueError`` when malformed)."""
+    grid = data["grid"]
+    window = grid.get("window") or {"y": [0, grid["shape"][0]], "x": [0, grid["shape"][1]]}
+    return Manifest(
+        root=Path(root),
+        targets=parse_channels(data["targets"]), conditions=parse_channels(data["conditions"]),
+        static_channels=parse_channels(data["static_channels"]),
+        grid=Grid(shape=_pair(grid["shape"]), full_shape=_pair(grid.get("full_shape", grid["shape"])),
+                  window=(_pair(window["y"]), _pair(window["x"])), grid_mapping=grid.get("grid_mapping"),
+                  projection=dict(grid.get("projection") or {})),
+        static_path=str(data["static"]["path"]), static_sha256=str(data["static"]["sha256"]),
+        batch_chunk=int(data["batch_chunk"]),
+        splits={name: _split(split) for name, split in data["splits"].items()},
+        recipe=dict(data.get("recipe") or {}), raw=dict(data))
+
+
+def _pair(values: Sequence[Any]) -> tuple[int, int]:
+    if len(values) != 2:
+        raise ValueError(f"expected two integers, got {values!r}")
+    return int(values[0]), int(values[1])
+
+
+def parse_channels(entries: Sequence[Mapping[str, Any]]) -> tuple[Channel, ...]:
+    """Channels from their manifest entries (``name``, ``units``, ``stats``, optional ``bounds`` and
+    ``residual_rms``)."""
+    out = []
+    for e in entries:
+        bounds = e.get("bounds") or (None, None)
+        rms = e.get("residual_rms")
+        out.append(Channel(name=str(e["name"]), units=str(e["units"]), stats=ChannelStats.of(e["stats"]),
+                           bounds=(bounds[0], bounds[1]), residual_rms=None if rms is None else float(rms)))
+    return tuple(out)
+
+
+def _split(entry: Mapping[str, Any]) -> Split:
+    shards = tuple(Shard(path=str(s["path"]), n=int(s["n"]), sha256=str(s["sha256"]), bytes=s.get("bytes"))
+                   for s in entry["shards"])
+    return Split(n=int(entry["n"]), shards=shards, dates=tuple(str(d) for d in entry.get("dates", [])))

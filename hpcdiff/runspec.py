@@ -1,0 +1,136 @@
+"""The run contract: one typed :class:`RunSpec` describes what a trained run *is*.
+
+Training derives it from the job and the dataset's manifest (:meth:`RunSpec.from_job`) and saves it in
+every checkpoint; sampling, evaluation, profiling and the tools read it back
+(:meth:`RunSpec.from_state`) and build everything from it: the network (:meth:`RunSpec.build_model`, a
+:class:`~hpcdiff.models.denoiser.Denoiser` around a backbone from the registry
+:data:`hpcdiff.models.BACKBONES`) and the diffusion (:meth:`RunSpec.build_diffusion`, respaced for
+sampling). Nothing downstream re-derives a run from the job's YAML or the manifest's JSON.
+
+A resumed run must have the same spec as the job it resumes (:meth:`RunSpec.mismatch`); a dataset
+used for sampling must have the same normalization fingerprint
+(:meth:`hpcdiff.data.manifest.Manifest.fingerprint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from hpcdiff.config import from_dict, to_dict
+from hpcdiff.data.manifest import Manifest
+from hpcdiff.data.residual import Residual, residual_from_manifest
+from hpcdiff.diffusion.gaussian import GaussianDiffusion
+from hpcdiff.diffusion.schedules import make_betas, respaced_timesteps
+from hpcdiff.errors import HpcdiffError
+from hpcdiff.models import build_backbone
+from hpcdiff.models.denoiser import Denoiser
+
+SPEC_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionSpec:
+    """The trained diffusion: schedule, number of steps, variance and loss."""
+
+    schedule: Literal["cosine", "linear"] = "cosine"
+    num_steps: int = 1000
+    var_type: Literal["learned_range", "fixed_small", "fixed_large"] = "learned_range"
+    loss: Literal["hybrid", "simple", "vlb"] = "hybrid"
+    vlb_weight: float = 0.001
+
+    @property
+    def learn_sigma(self) -> bool:
+        return self.var_type == "learned_range"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualSpec:
+    """``x_0 = (target - (a · cond[:, index] + b)) / scale`` (see :mod:`hpcdiff.data.residual`)."""
+
+    index: list[int]
+    a: list[float]
+    b: list[float]
+    scale: list[float]
+
+    def residual(self) -> Residual:
+        return Residual.from_state(dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything that fixes a trained network's function. ``targets`` / ``conditions``: channel names
+    (conditions = dynamic, then static); ``image_shape``: the grid ``(H, W)``; ``normalization``: the
+    dataset's normalization fingerprint."""
+
+    backbone: str
+    preset: str
+    targets: list[str]
+    conditions: list[str]
+    image_shape: tuple[int, int]
+    diffusion: DiffusionSpec
+    prediction: Literal["eps", "v"]
+    normalization: str
+    residual: ResidualSpec | None = None
+    dropout: float | None = None
+    kind: Literal["diffusion"] = "diffusion"
+    version: int = SPEC_VERSION
+
+    @classmethod
+    def from_job(cls, job: Any, manifest: Manifest) -> RunSpec:
+        """The spec of training ``job`` (:class:`hpcdiff.train.job.TrainJob`) on the dataset ``manifest``."""
+        d = job.diffusion
+        residual = None
+        if d.residual:
+            fitted = residual_from_manifest(manifest)
+            residual = ResidualSpec(index=list(fitted.index), a=list(fitted.a), b=list(fitted.b),
+                                    scale=list(fitted.scale))
+        return cls(backbone=job.model.backbone, preset=job.model.preset, dropout=job.model.dropout,
+                   targets=manifest.target_names, conditions=manifest.condition_names,
+                   image_shape=manifest.grid.shape,
+                   diffusion=DiffusionSpec(schedule=d.schedule, num_steps=d.num_steps, var_type=d.var_type,
+                                           loss=d.loss, vlb_weight=d.vlb_weight),
+                   prediction=d.prediction, residual=residual, normalization=manifest.fingerprint())
+
+    # -- building ---------------------------------------------------------------------------------------
+
+    def build_diffusion(self, *, steps: int | None = None, spacing: str = "logsnr") -> GaussianDiffusion:
+        """The trained diffusion, or respaced to ``steps`` of it chosen by ``spacing``."""
+        d = self.diffusion
+        diffusion = GaussianDiffusion(make_betas(d.schedule, d.num_steps), var_type=d.var_type,
+                                      loss_type=d.loss, vlb_weight=d.vlb_weight)
+        if steps is None or steps == diffusion.num_steps:
+            return diffusion
+        return diffusion.respace(respaced_timesteps(diffusion.alpha_bar, steps, spacing=spacing))
+
+    def build_model(self, *, dropout: float | None = None) -> Denoiser:
+        """The denoiser: the registry's backbone (``dropout`` overrides the spec's) in the wrapper that
+        owns the residual and the ε / v parameterization."""
+        backbone = build_backbone(self.backbone, self.preset, target_channels=len(self.targets),
+                                  cond_channels=len(self.conditions), learn_sigma=self.diffusion.learn_sigma,
+                                  dropout=self.dropout if dropout is None else dropout)
+        alpha_bar = self.build_diffusion().alpha_bar
+        residual = None if self.residual is None else self.residual.residual()
+        return Denoiser(backbone, prediction=self.prediction, alpha_bar=alpha_bar, residual=residual)
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain containers (``weights_only``-loadable) for a checkpoint."""
+        return to_dict(self)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], *, where: str) -> RunSpec:
+        """The spec saved in a checkpoint; a one-line error when it is missing or of another version."""
+        if not isinstance(state, Mapping):
+            raise HpcdiffError(f"{where}: no run spec (a checkpoint of an older hpcdiff?); train again")
+        if state.get("version") != SPEC_VERSION:
+            raise HpcdiffError(f"{where}: run spec version {state.get('version')!r}, this hpcdiff reads "
+                               f"{SPEC_VERSION}")
+        return from_dict(cls, state, where=where)
+
+    def mismatch(self, other: RunSpec) -> list[str]:
+        """The fields in which ``other`` differs from this spec (empty: the same run)."""
+        mine, theirs = self.to_state(), other.to_state()
+        return [f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs.get(k)]
