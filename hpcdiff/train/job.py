@@ -144,3 +144,26 @@ def batch_arithmetic(train: TrainSection, world_size: int) -> BatchPlan:
         raise HpcdiffError(f"train.global_batch {train.global_batch} / {world_size} ranks = {per_rank} per "
                            f"rank is not a multiple of train.micro_batch {micro}")
     return BatchPlan(train.global_batch, micro, per_rank // micro, world_size)
+
+
+# Restored from a checkpoint on resume, so a job cannot change them there: the optimizer's
+# hyperparameters live in its restored state, and the batch plan, precision and ZeRO stage fix the
+# engine state and the data order that a resumed run repeats.
+RESTORED_ON_RESUME = ("optim", "train.global_batch", "train.micro_batch", "train.precision",
+                      "train.zero_stage", "train.seed")
+
+
+def resume_conflicts(saved: dict[str, Any], job: dict[str, Any]) -> list[str]:
+    """``key: checkpoint X, job Y`` for every :data:`RESTORED_ON_RESUME` value that ``job`` (a plain
+    config dict) changes relative to the checkpoint's config ``saved``."""
+    out = []
+    for key in RESTORED_ON_RESUME:
+        section, _, name = key.partition(".")
+        old, new = saved.get(section, {}), job.get(section, {})
+        if name:
+            old, new = old.get(name), new.get(name)
+            pairs = [(key, old, new)]
+        else:
+            pairs = [(f"{key}.{k}", old.get(k), v) for k, v in new.items()]
+        out += [f"{k}: checkpoint {a!r}, job {b!r}" for k, a, b in pairs if a != b]
+    return out

@@ -35,7 +35,7 @@ from hpcdiff.seeding import DROPOUT, INIT, NOISE, generator, mix_seed
 from hpcdiff.train import checkpoint
 from hpcdiff.train import engine as ds
 from hpcdiff.train.ema import EMA
-from hpcdiff.train.job import BatchPlan, TrainJob, batch_arithmetic
+from hpcdiff.train.job import BatchPlan, TrainJob, batch_arithmetic, resume_conflicts
 from hpcdiff.train.metrics_log import MetricsLog
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -68,6 +68,19 @@ def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
     weight = sdf_weights(train_ds.sdf_km, land_weight=w.land_weight, sea_scale_km=w.sea_scale_km,
                          floor=w.floor)
     return torch.from_numpy(weight.astype("float32"))[None, None]
+
+
+def check_resume(path: Path, *, job: TrainJob, spec: RunSpec) -> None:
+    """Refuse to resume checkpoint ``path`` with ``job`` when the run differs (:func:`checkpoint.
+    check_compatible`) or the job changes a value the checkpoint restores (:data:`RESTORED_ON_RESUME
+    <hpcdiff.train.job.RESTORED_ON_RESUME>`): never train silently with other settings than asked."""
+    state = checkpoint.load_state(path)
+    checkpoint.check_compatible(state, spec=spec, path=path, dataset=job.data.dataset)
+    conflicts = resume_conflicts(state.get("config", {}), to_dict(job))
+    if conflicts:
+        raise HpcdiffError(f"{path}: the job changes what a resumed run restores from the checkpoint "
+                           f"({'; '.join(conflicts)}); keep the checkpoint's values, or start a new run "
+                           "(another --out, or --resume never)")
 
 
 def batch_stream(dataset: ShardDataset, *, start: int, num_workers: int) -> Iterator[tuple[int, dict]]:
@@ -117,8 +130,7 @@ class Trainer:
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
         if self.resume_from is not None:  # refuse a mismatch before any process group or model exists
-            checkpoint.check_compatible(checkpoint.load_state(self.resume_from), spec=self.spec,
-                                        path=self.resume_from, dataset=job.data.dataset)
+            check_resume(self.resume_from, job=job, spec=self.spec)
         self._build()
 
     def _build(self) -> None:
@@ -135,7 +147,7 @@ class Trainer:
         self.ema = EMA(self.engine.module, decay=job.train.ema_decay)
         weight = loss_weight(job, self.train_ds)
         self.weight = None if weight is None else weight.to(self.device)  # moved once, used every step
-        self.step, self._grad_norm = 0, None
+        self.step, self._grad_norm, self._val_skip_said = 0, None, False
         if self.resume_from is not None:
             state = checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
             self.ema.load_state_dict(state["ema"])
@@ -194,22 +206,33 @@ class Trainer:
         mean = {k: float(v) / self.env.world_size for k, v in zip(present, summed, strict=True)}
         return {**metrics, **mean}
 
-    @torch.no_grad()
-    def validate(self) -> dict[str, float] | None:
-        """EMA-weight loss on the validation split with fixed noise; ``None`` if the split is empty."""
+    def _validation_batches(self) -> tuple[ShardDataset | None, list[int]]:
+        """The validation split in file order (short last batches kept, nothing repeated) and this
+        rank's share of its batches (``b % world_size == rank``, at most ``train.val_batches``). Says
+        once, on rank 0, why there is no validation when the split is empty or missing."""
         job = self.job
         try:
             val = ShardDataset(job.data.dataset, job.data.val_split, batch_size=self.plan.micro_batch,
-                               rank=self.env.rank, world_size=self.env.world_size, seed=job.train.seed,
-                               shuffle=False, drop_last=True)
-        except HpcdiffError:
+                               seed=job.train.seed, shuffle=False, drop_last=False)
+        except HpcdiffError as err:
+            if self.env.is_main and not self._val_skip_said:
+                print(f"hpcdiff train: no validation: {err}", file=sys.stderr, flush=True)
+            self._val_skip_said = True
+            return None, []
+        mine = list(range(self.env.rank, len(val), self.env.world_size))
+        return val, mine if job.train.val_batches is None else mine[:job.train.val_batches]
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float] | None:
+        """EMA-weight loss on the validation split with fixed noise; ``None`` if the split is empty."""
+        val, batches = self._validation_batches()
+        if val is None:
             return None
         model = self.spec.build_model()
         model.load_state_dict(self.ema.state_dict())
         model.to(self.device).eval()
-        n_batches = len(val) if job.train.val_batches is None else min(len(val), job.train.val_batches)
         totals = torch.zeros(4, dtype=torch.float64)
-        for b in range(n_batches):
+        for b in batches:
             losses = self._fixed_noise_losses(model, val[b])
             totals += torch.tensor([float(losses["loss"].sum()), float(losses["mse"].sum()),
                                     float(losses.get("vlb", torch.zeros(1)).sum()), losses["loss"].numel()],
@@ -226,11 +249,11 @@ class Trainer:
         return self._losses(model.bind(cond, doy), x0, index=batch["index"], epoch=0)
 
     def _state(self) -> dict[str, Any]:
-        micro = self.step * self.plan.accum_steps
-        epoch, offset = divmod(micro, len(self.train_ds))
-        return {"step": self.step, "loader": {"epoch": epoch, "batch": offset, "micro_step": micro},
-                "ema": self.ema.state_dict(), "run_spec": self.spec.to_state(), "config": to_dict(self.job),
-                "manifest": self.train_ds.manifest.raw, "world_size": self.env.world_size}
+        """``state.pt``: what sampling needs (EMA, run spec, config, manifest) and the step; the loader
+        position follows from the step (``step x accum_steps`` micro-batches)."""
+        return {"step": self.step, "ema": self.ema.state_dict(), "run_spec": self.spec.to_state(),
+                "config": to_dict(self.job), "manifest": self.train_ds.manifest.raw,
+                "world_size": self.env.world_size}
 
     def save(self) -> Path:
         return checkpoint.save(self.ckpt_root, step=self.step, engine=self.engine, state=self._state(),

@@ -196,3 +196,21 @@ def test_the_jobs_sdf_weights_reach_the_loss(tiny_dataset, tmp_path):
         run_train(tiny_dataset, tmp_path / name, "train.max_steps=1", override)
         losses[name] = float(read_csv(tmp_path / name / "train.csv")[0]["mse"])
     assert len(set(losses.values())) == 3, losses
+
+
+def test_a_validation_split_smaller_than_a_batch_is_still_validated(tiny_dataset, tmp_path):
+    """The tiny world's val split has 6 dates; a micro-batch of 8 validates on all 6 (a short batch)."""
+    run_train(tiny_dataset, tmp_path / "run", "train.global_batch=8", "train.max_steps=1")
+    rows = read_csv(tmp_path / "run" / "val.csv")
+    assert len(rows) == 1 and int(rows[0]["val_samples"]) == 6
+
+
+def test_resume_refuses_changes_that_the_checkpoint_would_override(tiny_dataset, one_rank, capsys):
+    overrides = (f"data.dataset={tiny_dataset}", *TINY, "train.micro_batch=2", "train.max_steps=8",
+                 "optim.lr=5e-4")
+    code = main(["train", str(TRAIN_JOB), "--out", str(one_rank), "--no-progress",
+                 *[a for o in overrides for a in ("--set", o)]])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "the job changes what a resumed run restores from the checkpoint" in err
+    assert "(optim.lr: checkpoint 0.001, job 0.0005);" in err, err
