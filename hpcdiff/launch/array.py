@@ -22,6 +22,7 @@ import submitit
 
 from hpcdiff.config import from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.launch.slurm import job_name
 from hpcdiff.launch.submit import make_executor
 from hpcdiff.sample import parts
 from hpcdiff.sample.dates import chunks, name_some
@@ -89,7 +90,7 @@ def submit_sample(job: SampleJob, run_dir: Path, out: Path, *, executor: str) ->
     if executor != "debug":
         # one process per array task, whatever the training layout of the slurm section
         slurm = dataclasses.replace(job.slurm, nodes=1, tasks_per_node=1)
-        ex = make_executor(executor, submitted.folder, slurm, name=f"hpcdiff-sample-{out.name}")
+        ex = make_executor(executor, submitted.folder, slurm, name=job_name("hpcdiff-sample", out.name))
         if executor == "slurm":
             ex.update_parameters(slurm_array_parallelism=job.array.parallelism)
         submitted.jobs = ex.map_array(task, date_chunks)

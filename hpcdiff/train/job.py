@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.launch.slurm import SlurmSection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,29 +83,6 @@ class TrainSection:
                 raise ValueError(f"{name} must be positive")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
-
-
-@dataclasses.dataclass(frozen=True)
-class SlurmSection:
-    """Where and how ``hpcdiff submit`` runs the job. One task per GPU."""
-
-    nodes: int = 1
-    gpus_per_node: int = 1
-    tasks_per_node: int | None = None
-    cpus_per_task: int = 8
-    mem_gb: int | None = None
-    time_limit_min: int = 60
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    setup: list[str] = dataclasses.field(default_factory=list)
-    max_requeues: int = 10
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def ntasks_per_node(self) -> int:
-        return self.tasks_per_node if self.tasks_per_node is not None else max(self.gpus_per_node, 1)
 
 
 @dataclasses.dataclass(frozen=True)
