@@ -36,13 +36,13 @@ class TrainTask(submitit.helpers.Checkpointable):
         self.job, self.run_dir, self.master_addr = job, run_dir, master_addr
 
     def __call__(self) -> dict[str, Any]:
+        dist.set_threads()  # first: it sets OMP_NUM_THREADS before the loop's import starts torch
         from hpcdiff.train.loop import train
 
         stop = StopFlag()
         if self.master_addr:
             os.environ["MASTER_ADDR"] = self.master_addr
         env = dist.detect()
-        os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
         job = from_dict(TrainJob, self.job, where=f"{self.run_dir}/config.yaml")
         result = train(job, Path(self.run_dir), env=env, resume="auto", progress=False, should_stop=stop)
         if result.status == "stopped":

@@ -2,7 +2,7 @@
 
 :func:`init_engine` starts ``torch.distributed`` from a :class:`~hpcdiff.dist.DistEnv` and wraps the
 model; the DeepSpeed JSON config comes from :func:`hpcdiff.train.dsconfig.deepspeed_config` (re-exported
-here for the training loop).
+here, as are the collective helpers of :mod:`hpcdiff.dist`, for the training loop).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from hpcdiff.dist import DistEnv
+from hpcdiff.dist import DistEnv, all_reduce_sum, barrier
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.train.dsconfig import deepspeed_config
 
@@ -67,18 +67,3 @@ def engine_dtype(engine: Any) -> torch.dtype:
     if engine.fp16_enabled():
         return torch.float16
     return torch.float32
-
-
-def barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a float64 CPU tensor over ranks (identity on a single rank)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        tensor = values.to(device)
-        torch.distributed.all_reduce(tensor)
-        return tensor.cpu()
-    return values
