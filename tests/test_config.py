@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -121,3 +122,39 @@ def test_dump_round_trips(tmp_path):
     assert yaml.safe_load(out.read_text()) == to_dict(cfg)
     assert load_config(Job, out) == cfg
     assert [p.name for p in out.parent.iterdir()] == ["resolved.yaml"]
+
+
+BILLION_LAUGHS = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+# The same with mappings, which apply_overrides would copy node by node: 10**8 of them.
+NESTED_MAPPINGS = "a: &a {x: 1}\n" + "".join(
+    f"{name}: &{name} {{{', '.join(f'k{i}: *{prev}' for i in range(10))}}}\n"
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("text", "line"), [
+    (BILLION_LAUGHS, 2),
+    (NESTED_MAPPINGS, 2),
+    ("name: a\noptim: &o {lr: 1}\nextra: {<<: *o}\n", 3),  # merge keys are aliases too
+])
+def test_aliases_are_refused_before_expansion(tmp_path, text, line):
+    path = write(tmp_path, text)
+    with pytest.raises(HpcdiffError) as err:
+        load_config(Job, path)
+    where = re.escape(f"{path}: invalid YAML at line {line}, column ")
+    assert re.fullmatch(where + r"\d+: aliases \(\*[a-o]\) are not supported in hpcdiff configs; write the "
+                        "values out", str(err.value))
+
+
+def test_an_anchor_alone_is_harmless(tmp_path):
+    assert load_config(Job, write(tmp_path, "name: &n a\n")).name == "a"
