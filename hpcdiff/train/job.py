@@ -21,11 +21,19 @@ class DataSection:
     val_split: str = "val"
     num_workers: int = 1
 
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
     preset: str = "small"
     dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +44,13 @@ class WeightSection:
     land_weight: float = 1.0
     sea_scale_km: float = 20.0
     floor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.floor <= self.land_weight:
+            raise ValueError(f"need 0 < floor <= land_weight, got floor {self.floor}, "
+                             f"land_weight {self.land_weight}")
+        if not self.sea_scale_km > 0.0:
+            raise ValueError(f"sea_scale_km must be positive, got {self.sea_scale_km}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +64,12 @@ class DiffusionSection:
     vlb_weight: float = 0.001
     sdf_weights: WeightSection = WeightSection()
 
+    def __post_init__(self) -> None:
+        if self.num_steps < 2:
+            raise ValueError(f"num_steps must be at least 2, got {self.num_steps}")
+        if not self.vlb_weight >= 0.0:
+            raise ValueError(f"vlb_weight must be 0 or more, got {self.vlb_weight}")
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimSection:
@@ -59,6 +80,20 @@ class OptimSection:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        # ``not x > 0`` rather than ``x <= 0``: NaN fails every comparison and must be refused too.
+        for name in ("lr", "eps", "grad_clip"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.weight_decay >= 0.0:
+            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be 0 or more, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclasses.dataclass(frozen=True)
