@@ -1,7 +1,7 @@
 """The ``hpcdiff`` command line: parse arguments, load the config, call the library. Nothing else.
 
 Every user-facing failure is an :class:`~hpcdiff.errors.HpcdiffError`, printed as one line
-``hpcdiff: error: ...`` with exit status 1.
+``hpcdiff: error: ...`` with exit status 1; so are usage errors (argparse's own convention is status 2).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from hpcdiff import __version__
 from hpcdiff.errors import HpcdiffError
@@ -29,8 +30,17 @@ def command(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line and exit status 1, like every other error.
+    Sub-command parsers are of this class too (``add_subparsers`` takes the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        reason = " ".join(message.split())
+        self.exit(1, f"hpcdiff: error: {reason} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpcdiff", description=__doc__.splitlines()[0])
+    parser = Parser(prog="hpcdiff", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"hpcdiff {__version__}")
     # The deepspeed launcher puts --local_rank before the sub-command; the rank comes from the
     # environment (LOCAL_RANK) through hpcdiff/dist.py, so the flag is accepted and ignored.

@@ -28,7 +28,17 @@ T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-4`` (no dot) as a float, as users write it."""
+    """``yaml.SafeLoader`` that also reads ``1e-4`` (no dot) as a float, as users write it, and refuses
+    aliases: nested anchors and aliases expand exponentially (nine lines make a billion nodes), so a
+    config is refused before anything walks or copies its tree."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not supported in hpcdiff configs; write the "
+                "values out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 _Loader.add_implicit_resolver(

@@ -9,6 +9,12 @@ Order matters: torchrun variables win (they are explicit, and ``submitit``'s
 ``TorchDistributedEnvironment().export()`` sets them inside SLURM steps too); then a SLURM *step*
 (``srun``; the batch script itself also carries ``SLURM_NTASKS`` but is a single process, so a step id
 is required); then submitit's local executor; then MPI.
+
+A single process needs a rendezvous port too (DeepSpeed starts ``torch.distributed`` for world size 1);
+without a launcher-set ``MASTER_PORT`` it gets a free one, so two trainings on one host do not collide.
+
+The collective helpers (:func:`barrier`, :func:`all_reduce_sum`) and :func:`set_threads` import torch
+when called; importing this module does not.
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING
 
 from hpcdiff.errors import HpcdiffError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_PORT = 29500
 
@@ -84,8 +95,8 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
     for row in LAUNCHERS:
         if all(name in env for name in row.present):
             return _from_row(row, env)
-    return DistEnv(master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                   master_port=_int(env, "MASTER_PORT", DEFAULT_PORT))
+    port = _int(env, "MASTER_PORT", 0) if "MASTER_PORT" in env else free_port()
+    return DistEnv(master_addr=env.get("MASTER_ADDR", "127.0.0.1"), master_port=port)
 
 
 def _from_row(row: Launcher, env: Mapping[str, str]) -> DistEnv:
@@ -99,7 +110,7 @@ def _from_row(row: Launcher, env: Mapping[str, str]) -> DistEnv:
                            f"world size {world_size}, local world size {local_world}")
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, local_world_size=local_world,
                    node_rank=node_rank, master_addr=_master_addr(row, env),
-                   master_port=_master_port(row, env), launcher=row.name)
+                   master_port=_master_port(row, env, world_size), launcher=row.name)
 
 
 def _local_world(row: Launcher, env: Mapping[str, str], world_size: int) -> int:
@@ -124,14 +135,23 @@ def _master_addr(row: Launcher, env: Mapping[str, str]) -> str:
     return "127.0.0.1"
 
 
-def _master_port(row: Launcher, env: Mapping[str, str]) -> int:
+def _master_port(row: Launcher, env: Mapping[str, str], world_size: int) -> int:
     if "MASTER_PORT" in env:
         return _int(env, "MASTER_PORT", DEFAULT_PORT)
+    if world_size == 1:
+        return free_port()  # nobody else needs to find it
     job_id = {"slurm": "SLURM_JOB_ID", "submitit-local": "SUBMITIT_LOCAL_JOB_ID"}.get(row.name)
     if job_id is not None and job_id in env:
         # Distinct jobs sharing a node must not collide on the rendezvous port.
         return 20000 + _int(env, job_id, 0) % 20000
     return DEFAULT_PORT
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` now (the kernel's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def _int(env: Mapping[str, str], name: str | None, default: int) -> int:
@@ -197,3 +217,43 @@ def _expand_host(item: str) -> list[str]:
         for n in range(int(lo), int(hi or lo) + 1):
             out += [h for h in _expand_host(f"{head}{n:0{width}d}{tail}")]
     return out
+
+
+def set_threads(environ: MutableMapping[str, str] | None = None, *, default: int = 1) -> int:
+    """Set this process's CPU thread count; returns it.
+
+    The count is ``OMP_NUM_THREADS`` if set (an explicit choice), else SLURM's ``SLURM_CPUS_PER_TASK``
+    (the allocation), else ``default``. It is written to ``OMP_NUM_THREADS``, which OpenMP reads when
+    torch is first imported, and passed to ``torch.set_num_threads``, which also works afterwards.
+    """
+    env = os.environ if environ is None else environ
+    name = "OMP_NUM_THREADS" if "OMP_NUM_THREADS" in env else "SLURM_CPUS_PER_TASK"
+    threads = _int(env, name, default)
+    if threads < 1:
+        raise HpcdiffError(f"environment variable {name}={env[name]!r} must be at least 1")
+    env["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without ``torch.distributed``)."""
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a CPU tensor over ranks; the identity on a single rank. NCCL reduces on the GPU, so the
+    values travel there and back."""
+    import torch.distributed as torch_dist
+
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return values
+    on_gpu = torch_dist.get_backend() == "nccl"
+    tensor = values.cuda() if on_gpu else values.clone()
+    torch_dist.all_reduce(tensor)
+    return tensor.cpu()

@@ -33,3 +33,26 @@ def test_console_script_runs_as_module():
     assert proc.returncode == 0
     for name in ("synth", "preprocess", "check"):
         assert name in proc.stdout
+
+
+@pytest.mark.parametrize(("argv", "reason"), [
+    (["train"], "the following arguments are required: job, --out (see 'hpcdiff train --help')"),
+    (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+    ([], "the following arguments are required: COMMAND (see 'hpcdiff --help')"),
+    (["synth", "out", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+])
+def test_usage_errors_are_one_line_and_status_1(capsys, argv, reason):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert captured.err.startswith(f"hpcdiff: error: {reason}")
+
+
+def test_usage_error_of_the_console_script():
+    proc = subprocess.run([sys.executable, "-m", "hpcdiff.cli", "submit", "nope", "job.yaml"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("hpcdiff: error: argument stage: invalid choice: 'nope'")
+    assert len(proc.stderr.splitlines()) == 1

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.fsutil import atomic_dir, atomic_file, ensure_writable_dir
+from hpcdiff.fsutil import (
+    atomic_dir,
+    atomic_file,
+    ensure_writable_dir,
+    remove_stale_temporaries,
+    temporary_name,
+)
 
 
 def test_atomic_file_success_and_failure(tmp_path):
@@ -47,3 +58,69 @@ def test_output_below_a_file_is_an_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(HpcdiffError, match="cannot create output folder"):
         ensure_writable_dir(tmp_path / "file" / "sub")
+
+
+@pytest.fixture(params=[0o022, 0o002, 0o077])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def test_outputs_respect_the_umask(tmp_path, umask):
+    with atomic_file(tmp_path / "a.nc", suffix=".nc") as tmp:
+        tmp.write_text("x")
+    with atomic_dir(tmp_path / "ds") as tmp:
+        (tmp / "x").write_text("1")
+    assert stat.S_IMODE((tmp_path / "a.nc").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "ds").stat().st_mode) == 0o777 & ~umask
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()  # reaped: the pid names no process until the system hands it out again
+    return proc.pid
+
+
+def test_temporary_names_carry_host_and_pid(tmp_path):
+    name = temporary_name(tmp_path / "samples.nc", suffix=".nc", pid=123).name
+    assert re.fullmatch(r"\.samples\.nc\.[A-Za-z0-9-]+\.123\.[0-9a-f]{16}\.nc\.tmp", name), name
+    with atomic_file(tmp_path / "a.txt") as tmp:
+        assert re.fullmatch(rf"\.a\.txt\.[A-Za-z0-9-]+\.{os.getpid()}\.[0-9a-f]{{16}}\.tmp", tmp.name)
+
+
+def test_rerun_removes_temporaries_of_dead_processes_only(tmp_path):
+    out, dead = tmp_path / "ds", dead_pid()
+    stale, live = temporary_name(out, pid=dead), temporary_name(out, pid=os.getpid())
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "shard-0.h5").write_text("half")
+    unrelated = [tmp_path / ".ds.old", tmp_path / ".ds.notes.tmp", tmp_path / f".ds.{dead}.tmp",
+                 temporary_name(tmp_path / "other", pid=dead), temporary_name(out, suffix=".nc", pid=dead)]
+    for path in unrelated:
+        path.write_text("keep")
+    with atomic_dir(out) as tmp:
+        (tmp / "x").write_text("1")
+    assert not stale.exists() and (live / "shard-0.h5").exists()
+    assert all(path.read_text() == "keep" for path in unrelated)
+    names = [out.name, live.name, *(p.name for p in unrelated)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_rerun_of_a_file_removes_its_dead_temporary(tmp_path):
+    out, dead = tmp_path / "samples.nc", dead_pid()
+    stale = temporary_name(out, suffix=".nc", pid=dead)
+    stale.write_text("half")
+    other_host = stale.with_name(stale.name.replace(f".{dead}.", f"-elsewhere.{dead}.", 1))
+    other_host.write_text("another node's")
+    with atomic_file(out, suffix=".nc") as tmp:
+        tmp.write_text("whole")
+    assert not stale.exists() and other_host.exists() and out.read_text() == "whole"
+
+
+def test_remove_stale_temporaries_reports_what_it_removed(tmp_path):
+    stale = temporary_name(tmp_path / "ds", pid=dead_pid())
+    stale.mkdir()
+    assert remove_stale_temporaries(tmp_path / "ds") == [stale]
+    assert remove_stale_temporaries(tmp_path / "ds") == []
+    assert remove_stale_temporaries(tmp_path / "missing" / "ds") == []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 TransformKind = Literal["zscore", "log1p", "asinh"]
+MAX_SHARD_MB = 65536.0  # 64 GiB: a larger shard is a unit mistake (GB written as MB), not a plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +119,8 @@ class ShardSection:
             raise ValueError("set exactly one of samples_per_shard and shard_mb (the other to null)")
         if self.samples_per_shard is not None and self.samples_per_shard <= 0:
             raise ValueError("samples_per_shard must be positive")
-        if self.shard_mb is not None and self.shard_mb <= 0:
-            raise ValueError("shard_mb must be positive")
+        if self.shard_mb is not None and not 0 < self.shard_mb <= MAX_SHARD_MB:
+            raise ValueError(f"shard_mb must be in (0, {MAX_SHARD_MB:g}], got {self.shard_mb}")
         if self.batch_chunk <= 0:
             raise ValueError("batch_chunk must be positive")
 

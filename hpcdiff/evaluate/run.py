@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -180,9 +179,6 @@ def run_evaluate(samples: Path, dataset: Path, out: Path, *, options: EvaluateOp
     detail: dict[str, Any] = {"meta": meta(inputs, dataset, options)}
     figures = {}
     with atomic_dir(out) as tmp:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a report is shared like any folder
         for variable in tqdm(inputs.methods, desc="evaluate", unit="variable", disable=not progress):
             detail[variable] = score_variable(inputs, variable, options)
             figures[variable] = draw_figures(tmp, inputs, variable, detail=detail[variable], options=options)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import subprocess
 import sys
 import time
@@ -20,8 +19,10 @@ from typing import Any
 
 import submitit
 
+from hpcdiff import dist
 from hpcdiff.config import from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.launch.slurm import job_name
 from hpcdiff.launch.submit import make_executor
 from hpcdiff.sample import parts
 from hpcdiff.sample.dates import chunks, name_some
@@ -37,7 +38,7 @@ class SampleTask(submitit.helpers.Checkpointable):
         self.job, self.run_dir, self.out = job, run_dir, out
 
     def __call__(self, dates: list[str]) -> dict[str, Any]:
-        os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+        dist.set_threads()  # first: it sets OMP_NUM_THREADS before the sampler's import starts torch
         from hpcdiff.sample.ensemble import sample_ensemble
 
         job = from_dict(SampleJob, self.job, where=f"{self.out}/config.yaml")
@@ -89,7 +90,7 @@ def submit_sample(job: SampleJob, run_dir: Path, out: Path, *, executor: str) ->
     if executor != "debug":
         # one process per array task, whatever the training layout of the slurm section
         slurm = dataclasses.replace(job.slurm, nodes=1, tasks_per_node=1)
-        ex = make_executor(executor, submitted.folder, slurm, name=f"hpcdiff-sample-{out.name}")
+        ex = make_executor(executor, submitted.folder, slurm, name=job_name("hpcdiff-sample", out.name))
         if executor == "slurm":
             ex.update_parameters(slurm_array_parallelism=job.array.parallelism)
         submitted.jobs = ex.map_array(task, date_chunks)

@@ -22,8 +22,9 @@ from hpcdiff.config import dump_config, from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.sbatch import submitit_parameters
 from hpcdiff.launch.signals import StopFlag
-from hpcdiff.train.engine import deepspeed_config
-from hpcdiff.train.job import SlurmSection, TrainJob, batch_arithmetic
+from hpcdiff.launch.slurm import SlurmSection, job_name
+from hpcdiff.train.dsconfig import deepspeed_config
+from hpcdiff.train.job import TrainJob, batch_arithmetic
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -35,13 +36,13 @@ class TrainTask(submitit.helpers.Checkpointable):
         self.job, self.run_dir, self.master_addr = job, run_dir, master_addr
 
     def __call__(self) -> dict[str, Any]:
+        dist.set_threads()  # first: it sets OMP_NUM_THREADS before the loop's import starts torch
         from hpcdiff.train.loop import train
 
         stop = StopFlag()
         if self.master_addr:
             os.environ["MASTER_ADDR"] = self.master_addr
         env = dist.detect()
-        os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
         job = from_dict(TrainJob, self.job, where=f"{self.run_dir}/config.yaml")
         result = train(job, Path(self.run_dir), env=env, resume="auto", progress=False, should_stop=stop)
         if result.status == "stopped":
@@ -87,7 +88,8 @@ def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: st
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(job, run_dir / "config.yaml")
-    ex = make_executor(executor, run_dir / "submitit", job.slurm, name=f"hpcdiff-train-{run_dir.name}")
+    name = job_name("hpcdiff-train", run_dir.name)
+    ex = make_executor(executor, run_dir / "submitit", job.slurm, name=name)
     task = TrainTask(to_dict(job), str(run_dir), master_addr=master_addr)
     submitted = ex.submit(task)
     print(f"submitted training job {submitted.job_id} ({executor}, {plan.describe()}); logs in "

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from hpcdiff.train.job import SlurmSection
+from hpcdiff.launch.slurm import SlurmSection
 
 
 @dataclasses.dataclass(frozen=True)

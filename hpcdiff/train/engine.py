@@ -1,83 +1,24 @@
 """DeepSpeed: the one module that imports it.
 
-:func:`deepspeed_config` turns a :class:`~hpcdiff.train.job.TrainJob` plus its ``deepspeed:``
-pass-through section into DeepSpeed's JSON config (our batch arithmetic, precision, ZeRO stage,
-clipping and AdamW as defaults; the user's section wins where it does not contradict the batch
-arithmetic). :func:`init_engine` starts ``torch.distributed`` from a :class:`~hpcdiff.dist.DistEnv`
-and wraps the model.
+:func:`init_engine` starts ``torch.distributed`` from a :class:`~hpcdiff.dist.DistEnv` and wraps the
+model; the DeepSpeed JSON config comes from :func:`hpcdiff.train.dsconfig.deepspeed_config` (re-exported
+here, as are the collective helpers of :mod:`hpcdiff.dist`, for the training loop).
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 import math
 import os
 from typing import Any
 
 import torch
 
-from hpcdiff.dist import DistEnv
+from hpcdiff.dist import DistEnv, all_reduce_sum, barrier
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.train.job import BatchPlan, TrainJob
+from hpcdiff.train.dsconfig import deepspeed_config
 
-# Top-level keys DeepSpeed 0.14-0.19 understands. Sub-sections are validated by DeepSpeed itself
-# (its pydantic models forbid unknown fields); top-level typos would otherwise be silently ignored.
-KNOWN_KEYS = frozenset({
-    "optimizer", "scheduler", "fp16", "bf16", "amp", "zero_optimization", "gradient_clipping",
-    "steps_per_print", "wall_clock_breakdown", "memory_breakdown", "dump_state",
-    "communication_data_type", "prescale_gradients", "gradient_predivide_factor", "sparse_gradients",
-    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "activation_checkpointing",
-    "flops_profiler", "comms_logger", "tensorboard", "csv_monitor", "wandb", "checkpoint", "data_types",
-    "torch_autocast", "aio", "compile", "timers",
-    "elasticity", "autotuning", "disable_allgather", "gradient_allreduce_op", "dataloader_drop_last",
-    "seq_parallel_communication_data_type", "data_efficiency", "curriculum_learning", "compression_training",
-    "pipeline", "disable_python_gc", "log_level", "graph_harvesting", "zero_allow_comm_data_type_fp32",
-    "use_data_before_expert_parallelism", "eigenvalue", "progressive_layer_drop", "nebula",
-    "weight_quantization", "hybrid_engine", "mics_shard_size", "mics_hierarchical_params_gather",
-})
-# Owned by hpcdiff: derived from train.global_batch / micro_batch and the world size.
-DERIVED_KEYS = {
-    "train_batch_size": "train.global_batch",
-    "train_micro_batch_size_per_gpu": "train.micro_batch",
-    "gradient_accumulation_steps": "train.global_batch and train.micro_batch",
-}
-
-
-def deepspeed_config(job: TrainJob, plan: BatchPlan, *, on_gpu: bool) -> dict[str, Any]:
-    """DeepSpeed JSON for ``job``; raises :class:`HpcdiffError` on an unknown or contradicting key."""
-    user = copy.deepcopy(job.deepspeed)
-    for key in user:
-        if key in DERIVED_KEYS:
-            raise HpcdiffError(f"deepspeed.{key} is derived by hpcdiff; set {DERIVED_KEYS[key]} instead")
-        if key not in KNOWN_KEYS:
-            close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.6)
-            hint = f"; did you mean 'deepspeed.{close[0]}'?" if close else ""
-            raise HpcdiffError(f"unknown DeepSpeed key 'deepspeed.{key}'{hint}")
-    opt, tr = job.optim, job.train
-    config: dict[str, Any] = {
-        "train_batch_size": plan.global_batch,
-        "train_micro_batch_size_per_gpu": plan.micro_batch,
-        "gradient_accumulation_steps": plan.accum_steps,
-        "gradient_clipping": opt.grad_clip,
-        "steps_per_print": 10**9,  # hpcdiff logs itself
-        "zero_optimization": {"stage": tr.zero_stage},
-        "bf16": {"enabled": tr.precision == "bf16"},
-        "fp16": {"enabled": tr.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
-        "optimizer": {"type": "AdamW", "params": {
-            "lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay,
-            # FusedAdam needs a CUDA build; torch's AdamW on CPU avoids a JIT compile.
-            "torch_adam": not on_gpu}},
-    }
-    return _merge(config, user)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if nested else value
-    return out
+__all__ = ["all_reduce_sum", "barrier", "deepspeed_config", "engine_dtype", "init_distributed", "init_engine",
+           "warmup_cosine"]
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
@@ -126,18 +67,3 @@ def engine_dtype(engine: Any) -> torch.dtype:
     if engine.fp16_enabled():
         return torch.float16
     return torch.float32
-
-
-def barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a float64 CPU tensor over ranks (identity on a single rank)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        tensor = values.to(device)
-        torch.distributed.all_reduce(tensor)
-        return tensor.cpu()
-    return values

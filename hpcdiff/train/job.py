@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.launch.slurm import SlurmSection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +20,10 @@ class DataSection:
     train_split: str = "train"
     val_split: str = "val"
     num_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +34,10 @@ class ModelSection:
     preset: str = "small"
     dropout: float | None = None  # null: the preset's
 
+    def __post_init__(self) -> None:
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
 
 @dataclasses.dataclass(frozen=True)
 class WeightSection:
@@ -38,6 +47,13 @@ class WeightSection:
     land_weight: float = 1.0
     sea_scale_km: float = 20.0
     floor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.floor <= self.land_weight:
+            raise ValueError(f"need 0 < floor <= land_weight, got floor {self.floor}, "
+                             f"land_weight {self.land_weight}")
+        if not self.sea_scale_km > 0.0:
+            raise ValueError(f"sea_scale_km must be positive, got {self.sea_scale_km}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +67,12 @@ class DiffusionSection:
     vlb_weight: float = 0.001
     sdf_weights: WeightSection = WeightSection()
 
+    def __post_init__(self) -> None:
+        if self.num_steps < 2:
+            raise ValueError(f"num_steps must be at least 2, got {self.num_steps}")
+        if not self.vlb_weight >= 0.0:
+            raise ValueError(f"vlb_weight must be 0 or more, got {self.vlb_weight}")
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimSection:
@@ -61,6 +83,20 @@ class OptimSection:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        # ``not x > 0`` rather than ``x <= 0``: NaN fails every comparison and must be refused too.
+        for name in ("lr", "eps", "grad_clip"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.weight_decay >= 0.0:
+            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be 0 or more, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,29 +121,6 @@ class TrainSection:
                 raise ValueError(f"{name} must be positive")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
-
-
-@dataclasses.dataclass(frozen=True)
-class SlurmSection:
-    """Where and how ``hpcdiff submit`` runs the job. One task per GPU."""
-
-    nodes: int = 1
-    gpus_per_node: int = 1
-    tasks_per_node: int | None = None
-    cpus_per_task: int = 8
-    mem_gb: int | None = None
-    time_limit_min: int = 60
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    setup: list[str] = dataclasses.field(default_factory=list)
-    max_requeues: int = 10
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def ntasks_per_node(self) -> int:
-        return self.tasks_per_node if self.tasks_per_node is not None else max(self.gpus_per_node, 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,11 +7,14 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import submitit
 
 from hpcdiff.config import load_config
+from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.sbatch import render_train_sbatch, sbatch_directives, submitit_parameters
-from hpcdiff.train.job import SlurmSection, TrainJob
+from hpcdiff.launch.slurm import SlurmSection
+from hpcdiff.train.job import TrainJob
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,3 +62,30 @@ def test_extra_and_minimal_sections(tmp_path, monkeypatch):
     assert ours["exclusive"] == theirs["exclusive"] == "user"
     assert "gpus-per-node" not in ours and "gpus-per-node" not in theirs
     assert "partition" not in ours
+
+
+def test_flags_and_quoting_equal_submitit(tmp_path, monkeypatch):
+    slurm = SlurmSection(gpus_per_node=0, cpus_per_task=1, constraint="a100|v100",
+                         extra={"exclusive": True, "mail_type": "END,FAIL", "begin": "now+1hour"})
+    ours = render_train_sbatch(slurm).splitlines()
+    theirs = submitit_script(slurm, tmp_path, monkeypatch).splitlines()
+    for line in ("#SBATCH --exclusive", "#SBATCH --constraint='a100|v100'", "#SBATCH --mail-type=END,FAIL",
+                 "#SBATCH --begin=now+1hour"):
+        assert line in ours and line in theirs
+
+
+def test_setup_lines_are_shell_and_verbatim(tmp_path, monkeypatch):
+    setup = ['export GREETING="hello world"', "echo 'it''s' \"$GREETING\" # a comment"]
+    slurm = SlurmSection(gpus_per_node=0, cpus_per_task=1, partition="debug", setup=setup)
+    for text in (render_train_sbatch(slurm), submitit_script(slurm, tmp_path, monkeypatch)):
+        lines = text.splitlines()
+        start = lines.index("# setup") + 1
+        assert lines[start:start + 2] == setup
+
+
+@pytest.mark.parametrize("name", ["hpcdiff-train\nrm -rf ~", "two words", "it's"])
+def test_unsafe_job_name_is_refused(name):
+    with pytest.raises(HpcdiffError, match="the job name must be one word"):
+        render_train_sbatch(SlurmSection(), name=name)
+    with pytest.raises(HpcdiffError, match="the job name must be one word"):
+        submitit_parameters(SlurmSection(), name=name)
