@@ -93,7 +93,7 @@ def remove_stale_temporaries(path: Path, *, suffix: str = "") -> list[Path]:
     return removed
 
 
-def _create_temporary(path: Path, *, suffix: str, directory: bool) -> Path:
+def create_temporary(path: Path, *, suffix: str, directory: bool) -> Path:
     """Create a new temporary for ``path`` (a file or an empty folder) with the umask's permissions."""
     remove_stale_temporaries(path, suffix=suffix)
     while True:
@@ -120,7 +120,7 @@ def atomic_file(path: Path, *, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     ensure_writable_dir(path.parent)
-    tmp_path = _create_temporary(path, suffix=suffix, directory=False)
+    tmp_path = create_temporary(path, suffix=suffix, directory=False)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -135,7 +135,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     ``path`` is removed only after the new one is complete). On failure nothing is left behind."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    tmp_path = _create_temporary(path, suffix="", directory=True)
+    tmp_path = create_temporary(path, suffix="", directory=True)
     try:
         yield tmp_path
         replace_dir(tmp_path, path)

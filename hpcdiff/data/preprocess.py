@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +52,7 @@ from hpcdiff.data.statics import StaticFields, load_statics
 from hpcdiff.data.transforms import RunningStats, channel_stats, merged, shape_forward
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.fsutil import ensure_writable_dir, replace_dir
+from hpcdiff.fsutil import create_temporary, ensure_writable_dir, replace_dir
 from hpcdiff.timeaxis import to_days
 from hpcdiff.variables import bounds_of
 
@@ -245,10 +243,7 @@ def make_temp_dir(out: Path) -> Path:
     if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise HpcdiffError(f"{out}: exists and is not a dataset (no {MANIFEST}); refusing to replace it")
     ensure_writable_dir(out.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a dataset is shared like any folder
+    tmp = create_temporary(out, suffix="", directory=True)  # removes this output's stale temporaries
     (tmp / "shards").mkdir()
     return tmp
 

@@ -22,7 +22,6 @@ output only when complete.
 from __future__ import annotations
 
 import datetime
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -185,9 +184,6 @@ def merge_samples(samples: Path, out: Path | None = None, *, progress: bool = Fa
                            f"{list(plan.image_shape)}")
     with atomic_file(out, suffix=".nc") as tmp:
         bad, clamped = _write(tmp, samples, plan, grid=grid, progress=progress)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # the temporary is private; the result is shared like any file
     if bad:
         print(f"hpcdiff merge: warning: {bad} non-finite value(s) in physical units (diverged samples of an "
               f"under-trained model?) in {out}", file=sys.stderr)

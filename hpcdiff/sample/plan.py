@@ -11,14 +11,13 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hpcdiff.config import from_dict, to_dict
 from hpcdiff.data.manifest import Channel, parse_channels
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.fsutil import ensure_writable_dir
+from hpcdiff.fsutil import create_temporary, ensure_writable_dir
 
 PLAN = "plan.json"
 PLAN_VERSION = 2
@@ -80,23 +79,16 @@ def write_plan(out: Path, plan: SamplePlan) -> None:
     path = Path(out) / PLAN
     ensure_writable_dir(Path(out))
     if not path.is_file():
-        fd, tmp = tempfile.mkstemp(prefix=f".{PLAN}.", suffix=".tmp", dir=out)
+        tmp = create_temporary(path, suffix="", directory=False)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(plan.to_json())
-            os.chmod(tmp, 0o666 & ~_umask())
+            tmp.write_text(plan.to_json())
             with contextlib.suppress(FileExistsError):  # another start created it first: compare below
                 os.link(tmp, path)
         finally:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
     old, new = to_dict(read_plan(out)), to_dict(plan)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise HpcdiffError(f"{out}: holds a sampling run with a different plan ({', '.join(diff)} differ); "
                            "use another --out or remove it")
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
