@@ -120,6 +120,14 @@ def normalization_fingerprint(normalization: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def check_replaceable(out: Path) -> None:
+    """Refuse an output folder that a new dataset may not replace: anything but a dataset, an empty
+    folder or nothing (a safety net against ``--out ~``)."""
+    out = Path(out)
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise HpcdiffError(f"{out}: exists and is not a dataset (no {MANIFEST}); refusing to replace it")
+
+
 def read_manifest(dataset: Path) -> Manifest:
     """The dataset's manifest; a one-line error if it is missing, invalid or of another schema."""
     path = Path(dataset) / MANIFEST

@@ -34,7 +34,7 @@ from hpcdiff import __version__
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data import plan as planning
 from hpcdiff.data.collective import Collective
-from hpcdiff.data.manifest import MANIFEST, SCHEMA_VERSION
+from hpcdiff.data.manifest import MANIFEST, SCHEMA_VERSION, check_replaceable
 from hpcdiff.data.recipe import PreprocessRecipe, resolve_root
 from hpcdiff.data.regrid import BilinearPlan, apply_bilinear, plan_bilinear
 from hpcdiff.data.residual import residual_pairs
@@ -51,7 +51,6 @@ from hpcdiff.data.sources import OpenFiles, read_era5_days, read_target_days
 from hpcdiff.data.statics import StaticFields, load_statics
 from hpcdiff.data.transforms import RunningStats, channel_stats, merged, shape_forward
 from hpcdiff.dist import DistEnv
-from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import create_temporary, ensure_writable_dir, replace_dir
 from hpcdiff.timeaxis import to_days
 from hpcdiff.variables import bounds_of
@@ -240,8 +239,7 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
 def make_temp_dir(out: Path) -> Path:
     """A fresh temporary folder next to ``out`` with ``shards/``. Refuses to later replace
     an existing ``out`` that is not a dataset (a safety net against ``--out ~``)."""
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise HpcdiffError(f"{out}: exists and is not a dataset (no {MANIFEST}); refusing to replace it")
+    check_replaceable(out)
     ensure_writable_dir(out.parent)
     tmp = create_temporary(out, suffix="", directory=True)  # removes this output's stale temporaries
     (tmp / "shards").mkdir()

@@ -66,12 +66,10 @@ def submitit_folder_for(out: Path) -> Path:
 
 
 def check_output(out: Path) -> None:
-    """Refuse an ``out`` that preprocessing would refuse to replace: anything but a dataset or an
-    empty folder."""
-    from hpcdiff.data.manifest import MANIFEST  # here: the module imports numpy, which the task imports late
+    """Refuse an ``out`` that preprocessing would refuse to replace (before anything is queued)."""
+    from hpcdiff.data.manifest import check_replaceable  # here: numpy comes after the thread count is set
 
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise HpcdiffError(f"{out}: exists and is not a dataset (no {MANIFEST}); refusing to replace it")
+    check_replaceable(out)
 
 
 def check_root(recipe: PreprocessRecipe) -> None:
