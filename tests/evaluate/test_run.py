@@ -13,6 +13,7 @@ import yaml
 from samples_file import oracle_fields, write_samples
 
 from hpcdiff.cli import main
+from hpcdiff.data.manifest import write_manifest
 from hpcdiff.evaluate.run import EvaluateOptions, load_inputs, score_variable
 
 VARIABLES = {"t2m", "tp", "e"}
@@ -120,7 +121,7 @@ def test_without_the_world_there_is_no_oracle(tiny, oracle_samples, tmp_path):
     dataset = shutil.copytree(tiny[1], tmp_path / "ds")
     manifest = json.loads((dataset / "manifest.json").read_text())
     manifest["recipe"]["root"] = str(tmp_path / "moved-away")
-    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(dataset, manifest)
     inputs = load_inputs(oracle_samples, dataset, EvaluateOptions())
     assert set(inputs.methods["tp"]) == {"model", "bilinear"} and inputs.oracle_members is None
 
