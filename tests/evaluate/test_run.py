@@ -15,6 +15,7 @@ from samples_file import oracle_fields, write_samples
 from hpcdiff.cli import main
 from hpcdiff.data.manifest import write_manifest
 from hpcdiff.evaluate.run import EvaluateOptions, load_inputs, score_variable
+from hpcdiff.provenance import provenance
 
 VARIABLES = {"t2m", "tp", "e"}
 METHODS = {"model", "bilinear", "oracle"}
@@ -71,6 +72,8 @@ def test_detail_config_and_figures(report):
     detail = json.loads((report / "metrics_detail.json").read_text())
     assert detail["meta"]["members"] == 4 and detail["meta"]["oracle_members"] == 4
     assert detail["meta"]["hpcdiff_run"] == "test-run"
+    assert detail["meta"]["provenance"] == provenance()  # the software that scored it
+    assert set(provenance()) == {"hpcdiff", "hpcdiff_commit", "torch", "deepspeed", "numpy", "xarray", "h5py"}
     tp = detail["tp"]
     assert set(tp["scores"]) == {"land", "all_pixels"} and "all" in tp["scores"]["all_pixels"]
     assert set(tp["rank_histogram"]["land"]) == {"model", "oracle"}
