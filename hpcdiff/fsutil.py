@@ -29,8 +29,10 @@ from hpcdiff.errors import HpcdiffError
 _RANDOM_BYTES = 8  # 16 hex digits in a temporary's name
 WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
-# netCDF-C reports a failed HDF5 write as RuntimeError("NetCDF: HDF error") without an errno: such an
-# error on a file system with less than this left is taken for a full disk.
+# HDF5 names the system error in its message ("errno = 28") when h5py raises without an errno (closing
+# a file); netCDF-C says only RuntimeError("NetCDF: HDF error"): such an error on a file system with less
+# than _NEARLY_FULL_BYTES left is taken for a full disk.
+_HDF5_ERRNO = re.compile(r"\berrno = (\d+)")
 _NEARLY_FULL_BYTES = 1 << 20
 
 
@@ -63,7 +65,8 @@ def require_free_space(folder: Path, needed: int, *, what: str) -> None:
 def write_failure(err: BaseException, path: Path) -> HpcdiffError | None:
     """The one-line error for a failed write of ``path`` that the user must fix on the file system
     (full, over quota, read-only, not writable), or ``None`` for any other error."""
-    reason = WRITE_ERRNOS.get(getattr(err, "errno", None) or 0)
+    code = getattr(err, "errno", None) or (int(m[1]) if (m := _HDF5_ERRNO.search(str(err))) else 0)
+    reason = WRITE_ERRNOS.get(code)
     filename = getattr(err, "filename", None)
     if filename and not Path(os.fsdecode(filename)).absolute().is_relative_to(path.absolute().parent):
         reason = None  # about another file (an input that cannot be read): not this output's failure

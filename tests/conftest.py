@@ -107,4 +107,5 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
 
     yield mount
     for folder in reversed(mounts):
-        subprocess.run(["umount", str(folder)], check=True, timeout=30)
+        # lazily: a library that failed on the full disk may still hold a descriptor there
+        subprocess.run(["umount", "--lazy", str(folder)], check=True, timeout=30)

@@ -23,6 +23,7 @@ from hpcdiff.fsutil import (
     remove_stale_temporaries,
     require_free_space,
     temporary_name,
+    write_failure,
 )
 
 
@@ -184,3 +185,19 @@ def test_free_space_is_checked_against_a_real_file_system(small_disk):
 def test_format_bytes():
     assert [format_bytes(n) for n in (0, 1023, 1536, 5 * 2**30, 3 * 2**50)] == [
         "0 B", "1023 B", "1.5 KiB", "5.0 GiB", "3072.0 TiB"]
+
+
+@pytest.mark.parametrize(("err", "reason"), [
+    (OSError(28, "No space left on device"), "no space left on the device"),
+    (OSError(122, "Disk quota exceeded"), "disk quota exceeded"),
+    (RuntimeError("Can't decrement id ref count (file write failed: errno = 28, error message = "
+                  "'No space left on device')"), "no space left on the device"),  # h5py closing a file
+    (OSError(2, "No such file or directory"), None),
+    (RuntimeError("NetCDF: HDF error"), None),  # plenty of room in tmp_path: not a full disk
+])
+def test_write_failures_are_recognized(tmp_path, err, reason):
+    failure = write_failure(err, tmp_path / "out.h5")
+    if reason is None:
+        assert failure is None
+    else:
+        assert str(failure) == f"{tmp_path / 'out.h5'}: cannot write ({reason}); nothing was written"
