@@ -170,3 +170,12 @@ def test_bad_dates_options_and_outputs(tiny, test_dates, tmp_path, capsys):
     assert evaluate(good, tiny[1], precious) == 1
     assert "not an evaluation report" in one_line_error(capsys)
     assert (precious / "thesis.tex").is_file()
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_report(tiny, oracle_samples, small_disk, capsys):
+    disk = small_disk(96)
+    assert evaluate(oracle_samples, tiny[1], disk / "report") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"hpcdiff: error: {disk / 'report'}: cannot write (no space left on the device); "
+                   "nothing was written")
+    assert list(disk.iterdir()) == []
