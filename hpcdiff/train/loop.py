@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import resource
 import sys
@@ -30,6 +31,7 @@ from hpcdiff.data.loader import ShardDataset
 from hpcdiff.diffusion.weights import sdf_weights
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.provenance import provenance
 from hpcdiff.runspec import RunSpec
 from hpcdiff.seeding import DROPOUT, INIT, NOISE, generator, mix_seed
 from hpcdiff.train import checkpoint
@@ -126,6 +128,7 @@ class Trainer:
         if len(self.train_ds) == 0:
             raise HpcdiffError(f"{job.data.dataset}: split {job.data.train_split!r} has fewer samples than "
                                f"one micro-batch per rank ({self.plan.describe()})")
+        self.train_ds.verify()  # every shard's checksum, before DeepSpeed starts; workers inherit it
         self.spec = RunSpec.from_job(job, self.train_ds.manifest)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
@@ -253,7 +256,7 @@ class Trainer:
         position follows from the step (``step x accum_steps`` micro-batches)."""
         return {"step": self.step, "ema": self.ema.state_dict(), "run_spec": self.spec.to_state(),
                 "config": to_dict(self.job), "manifest": self.train_ds.manifest.raw,
-                "world_size": self.env.world_size}
+                "world_size": self.env.world_size, "provenance": provenance()}
 
     def save(self) -> Path:
         return checkpoint.save(self.ckpt_root, step=self.step, engine=self.engine, state=self._state(),
@@ -268,6 +271,7 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(job, self.run_dir / "config.yaml")
+            (self.run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=1) + "\n")
             print(f"hpcdiff train: {self.plan.describe()}; {len(self.train_ds)} micro-batches per rank per "
                   f"epoch; precision {job.train.precision}, ZeRO {job.train.zero_stage}; device {self.device}"
                   + (f"; resuming from {self.resume_from} (step {self.step})" if self.resume_from else ""),
