@@ -50,6 +50,7 @@ def fake_run(workdir: Path, dataset: Path) -> Path:
     from hpcdiff.config import to_dict
     from hpcdiff.data.shards import read_manifest
     from hpcdiff.models import build_model
+    from hpcdiff.train import checkpoint
     from hpcdiff.train.job import DataSection, ModelSection, TrainJob
 
     run = workdir / "run"
@@ -68,6 +69,7 @@ def fake_run(workdir: Path, dataset: Path) -> Path:
             "learn_sigma": True, "image_shape": manifest["grid"]["shape"]}
     torch.save({"step": 0, "ema": model.state_dict(), "model_spec": spec, "config": to_dict(job),
                 "manifest": manifest, "world_size": 1}, path / "state.pt")
+    checkpoint.write_checksums(path)
     return run
 
 

@@ -27,8 +27,7 @@ def losses(run: Path) -> list[tuple[int, float, float]]:
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
     path = latest(run / "checkpoints")
-    return torch.load(path / "ds" / "mp_rank_00_model_states.pt", map_location="cpu",
-                      weights_only=False)["module"]
+    return torch.load(path / "engine.pt", map_location="cpu", weights_only=True)["module"]
 
 
 @pytest.fixture(scope="module")
