@@ -70,7 +70,9 @@ def write_failure(err: BaseException, path: Path) -> HpcdiffError | None:
     filename = getattr(err, "filename", None)
     if filename and not Path(os.fsdecode(filename)).absolute().is_relative_to(path.absolute().parent):
         reason = None  # about another file (an input that cannot be read): not this output's failure
-    if reason is None and isinstance(err, RuntimeError) and "HDF error" in str(err):
+    # Writers that drop the errno (netCDF's "HDF error", torch.save's "unexpected pos" / "failed writing
+    # file"): on a file system that is full now, that is the reason.
+    if reason is None and isinstance(err, RuntimeError):
         with contextlib.suppress(OSError):
             if free_bytes(path.parent) < _NEARLY_FULL_BYTES:
                 reason = WRITE_ERRNOS[errno.ENOSPC]

@@ -51,6 +51,7 @@ def fake_run(workdir: Path, dataset: Path) -> Path:
     from hpcdiff.config import to_dict
     from hpcdiff.data.manifest import read_manifest
     from hpcdiff.runspec import RunSpec
+    from hpcdiff.train import checkpoint
     from hpcdiff.train.job import DataSection, ModelSection, TrainJob
 
     run = workdir / "run"
@@ -67,6 +68,7 @@ def fake_run(workdir: Path, dataset: Path) -> Path:
                 p.normal_(0, 0.02)
     torch.save({"step": 0, "ema": model.state_dict(), "run_spec": spec.to_state(), "config": to_dict(job),
                 "manifest": manifest.raw, "world_size": 1}, path / "state.pt")
+    checkpoint.write_checksums(path)
     return run
 
 

@@ -3,10 +3,15 @@
 :func:`init_engine` starts ``torch.distributed`` from a :class:`~hpcdiff.dist.DistEnv` and wraps the
 model; the DeepSpeed JSON config comes from :func:`hpcdiff.train.dsconfig.deepspeed_config` (re-exported
 here, as are the collective helpers of :mod:`hpcdiff.dist`, for the training loop).
+:func:`engine_state`, :func:`optimizer_state` and :func:`restore_engine` move the engine's training
+state (weights, optimizer, LR schedule, step counters) to and from plain tensors and containers that
+:mod:`hpcdiff.train.checkpoint` saves and reads back with ``weights_only=True``; DeepSpeed never reads a
+checkpoint file itself.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 from typing import Any
@@ -73,3 +78,99 @@ def engine_dtype(engine: Any) -> torch.dtype:
     if engine.fp16_enabled():
         return torch.float16
     return torch.float32
+
+
+# What DeepSpeed's optimizer state dicts hold besides tensors and plain values: the loss-scaler object
+# (saved as its attributes, restored into the engine's own scaler) and the parameter slice mappings,
+# which only DeepSpeed's universal-checkpoint converter reads (the optimizer rebuilds them itself).
+LOSS_SCALER_KEY = "loss_scaler"
+DROPPED_OPTIMIZER_KEYS = ("param_slice_mappings",)
+STEP_COUNTERS = ("global_steps", "global_samples", "skipped_steps")
+
+
+def engine_layout(engine: Any) -> dict[str, Any]:
+    """What the optimizer state's shape depends on: ZeRO stage, parameter dtype, data-parallel ranks."""
+    return {"zero_stage": int(engine.zero_optimization_stage()), "world_size": int(engine.dp_world_size),
+            "dtype": str(engine_dtype(engine)).removeprefix("torch.")}
+
+
+def optimizer_is_partitioned(layout: dict[str, Any]) -> bool:
+    """ZeRO 1/2 keep a partition of the optimizer state on each rank; ZeRO 0 replicates it."""
+    return layout["zero_stage"] > 0
+
+
+def engine_state(engine: Any) -> dict[str, Any]:
+    """The engine state that is the same on every rank: module weights (training precision, copied out of
+    DeepSpeed's flat buffers), LR schedule, DeepSpeed's step counters and the layout."""
+    sched = engine.lr_scheduler
+    return {"module": {k: v.detach().clone() for k, v in engine.module.state_dict().items()},
+            "lr_scheduler": None if sched is None else sched.state_dict(),
+            "counters": {name: int(getattr(engine, name)) for name in STEP_COUNTERS},
+            "layout": engine_layout(engine)}
+
+
+def optimizer_state(engine: Any) -> dict[str, Any]:
+    """This rank's optimizer state (its ZeRO partition, or the whole state under ZeRO 0) as tensors and
+    plain values."""
+    _refuse_elastic(engine)
+    state = dict(engine.optimizer.state_dict())
+    for key in DROPPED_OPTIMIZER_KEYS:
+        state.pop(key, None)
+    scaler = state.pop(LOSS_SCALER_KEY, None)
+    if scaler is not None:
+        state[LOSS_SCALER_KEY] = {"class": type(scaler).__name__, "attributes": dict(vars(scaler))}
+    return {k: int(v) if isinstance(v, enum.Enum) else v for k, v in state.items()}
+
+
+def check_layout(engine: Any, saved: dict[str, Any], *, where: str) -> None:
+    """Refuse optimizer state written for another ZeRO stage, precision or (ZeRO 1/2) number of ranks."""
+    now = engine_layout(engine)
+    for key, what in (("zero_stage", "ZeRO stage"), ("dtype", "parameter dtype")):
+        if saved[key] != now[key]:
+            raise HpcdiffError(f"{where}: checkpoint has {what} {saved[key]}, the job {now[key]}; resume "
+                               "with the same train.zero_stage and train.precision")
+    if optimizer_is_partitioned(now) and saved["world_size"] != now["world_size"]:
+        raise HpcdiffError(f"{where}: ZeRO-{now['zero_stage']} optimizer state is partitioned over "
+                           f"{saved['world_size']} ranks; resume with {saved['world_size']} ranks, not "
+                           f"{now['world_size']}")
+
+
+def restore_engine(engine: Any, shared: dict[str, Any], optimizer: dict[str, Any], *, rank: int) -> None:
+    """Load :func:`engine_state` and :func:`optimizer_state` back into ``engine`` (after
+    :func:`check_layout`), as DeepSpeed's own ``load_checkpoint`` would: module first, then optimizer
+    (ZeRO: fp32 master partition too), LR schedule and counters."""
+    engine.module.load_state_dict(shared["module"], strict=True)
+    _restore_optimizer(engine, optimizer, rank=rank)
+    if engine.lr_scheduler is not None:
+        engine.lr_scheduler.load_state_dict(shared["lr_scheduler"])
+    for name in STEP_COUNTERS:
+        setattr(engine, name, int(shared["counters"][name]))
+
+
+def _restore_optimizer(engine: Any, state: dict[str, Any], *, rank: int) -> None:
+    state = dict(state)
+    scaler = state.pop(LOSS_SCALER_KEY, None)
+    if scaler is not None:  # absent from the dict, the optimizer keeps its own scaler object
+        live = engine.optimizer.loss_scaler
+        if type(live).__name__ != scaler["class"]:
+            raise HpcdiffError(f"the checkpoint's loss scaler ({scaler['class']}) differs from the job's "
+                               f"({type(live).__name__}): resume with the same deepspeed.fp16 settings")
+        vars(live).update(scaler["attributes"])
+    if not engine.zero_optimization():
+        if engine.fp16_enabled() or engine.bfloat16_enabled():
+            engine.optimizer.load_state_dict(state, load_optimizer_states=True)
+        else:
+            engine.optimizer.load_state_dict(state)
+        return
+    _refuse_elastic(engine)
+    partitions: list[dict[str, Any] | None] = [None] * int(engine.dp_world_size)
+    partitions[rank] = state  # DeepSpeed reads only this rank's entry of a non-elastic checkpoint
+    engine.optimizer.load_state_dict(state_dict_list=partitions, load_optimizer_states=True,
+                                     load_from_fp32_weights=engine.zero_load_from_fp32_weights(),
+                                     checkpoint_folder=None)
+
+
+def _refuse_elastic(engine: Any) -> None:
+    if getattr(engine.optimizer, "elastic_checkpoint", False):
+        raise HpcdiffError("deepspeed.zero_optimization.elastic_checkpoint is not supported: hpcdiff "
+                           "checkpoints hold each rank's own optimizer partition")

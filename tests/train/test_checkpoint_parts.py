@@ -18,15 +18,16 @@ from hpcdiff.train.ema import EMA
 def make_ckpt(root, step, *, complete=True):
     d = checkpoint.step_dir(root, step)
     d.mkdir(parents=True)
+    torch.save({"step": step, "model_spec": {"preset": "tiny"}}, d / "state.pt")
     if complete:
-        torch.save({"step": step, "model_spec": {"preset": "tiny"}}, d / "state.pt")
+        checkpoint.write_checksums(d)
     return d
 
 
 def test_latest_and_prune(tmp_path):
     for step in (10, 20, 30):
         make_ckpt(tmp_path, step)
-    make_ckpt(tmp_path, 40, complete=False)  # killed while writing: never chosen
+    make_ckpt(tmp_path, 40, complete=False)  # no checksums.json: never chosen
     (tmp_path / ".step-00000050.tmp").mkdir()
     assert checkpoint.latest(tmp_path).name == "step-00000030"
     (tmp_path / "latest").write_text("step-00000020\n")

@@ -29,8 +29,7 @@ def losses(run: Path) -> list[tuple[int, float, float]]:
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
     path = latest(run / "checkpoints")
-    return torch.load(path / "ds" / "mp_rank_00_model_states.pt", map_location="cpu",
-                      weights_only=False)["module"]
+    return torch.load(path / "engine.pt", map_location="cpu", weights_only=True)["module"]
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +222,15 @@ def test_resume_refuses_changes_that_the_checkpoint_would_override(tiny_dataset,
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "the job changes what a resumed run restores from the checkpoint" in err
     assert "(optim.lr: checkpoint 0.001, job 0.0005);" in err, err
+
+
+def test_a_checkpoint_that_fills_the_disk_is_one_line_and_leaves_no_checkpoint(tiny_dataset, small_disk):
+    """The run folder fits, its first checkpoint (weights, EMA, optimizer moments) does not: every rank
+    agrees on the failure and exits with one line, and no checkpoint appears under a final name."""
+    out = small_disk(600) / "run"
+    proc = subprocess.run(train_cmd(tiny_dataset, out, "train.max_steps=2", "train.val_every=100"),
+                          env=child_env(), capture_output=True, text=True, timeout=240)
+    err = [line for line in proc.stderr.splitlines() if line.startswith("hpcdiff: error:")]
+    assert proc.returncode == 1 and len(err) == 1, proc.stderr[-2000:]
+    assert "cannot write (no space left on the device)" in err[0], err[0]
+    assert list_checkpoints(out / "checkpoints") == [] and latest(out / "checkpoints") is None
