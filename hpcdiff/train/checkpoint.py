@@ -14,6 +14,7 @@ tensors and containers only and is read with ``weights_only=True``: it is all sa
 
 from __future__ import annotations
 
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -27,6 +28,8 @@ from hpcdiff.fsutil import atomic_file
 from hpcdiff.runspec import RunSpec
 
 DS_TAG = "ds"
+# What every reader of state.pt relies on (sampling, evaluation, resume).
+STATE_KEYS = frozenset({"step", "ema", "run_spec", "config", "manifest"})
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -115,9 +118,16 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
 def load_state(path: Path) -> dict[str, Any]:
     """Read ``state.pt`` of a checkpoint folder (safe load, CPU)."""
     try:
-        return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # garbage bytes, or objects other than tensors and containers
+        raise HpcdiffError(f"{path}/state.pt: cannot load checkpoint (not a state file of tensors and "
+                           "containers: damaged, or not written by hpcdiff)") from None
     except (OSError, RuntimeError, EOFError) as err:
         raise HpcdiffError(f"{path}/state.pt: cannot load checkpoint ({str(err).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not state.keys() >= STATE_KEYS:
+        raise HpcdiffError(f"{path}/state.pt: not an hpcdiff checkpoint (expected a mapping with "
+                           f"{', '.join(sorted(STATE_KEYS))})")
+    return state
 
 
 def load(path: Path, *, engine: Any, rank: int) -> dict[str, Any]:
