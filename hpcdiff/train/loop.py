@@ -19,7 +19,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data.loader import ShardDataset
+from hpcdiff.data.shards import open_shard
 from hpcdiff.diffusion.weights import sdf_weights
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
@@ -83,6 +84,13 @@ def check_resume(path: Path, *, job: TrainJob, spec: RunSpec) -> None:
                            "(another --out, or --resume never)")
 
 
+def check_shards_open(paths: Sequence[Path]) -> None:
+    """Open every shard once on every rank before any process group exists: a missing or truncated shard
+    is then the same one-line error on each rank, not a data-loader traceback mid-epoch on one of them."""
+    for path in paths:
+        open_shard(path).close()
+
+
 def batch_stream(dataset: ShardDataset, *, start: int, num_workers: int) -> Iterator[tuple[int, dict]]:
     """Yield ``(epoch, batch)`` from micro-step ``start`` on, forever, re-shuffling every epoch."""
     per_epoch = len(dataset)
@@ -118,6 +126,8 @@ class Trainer:
                  progress: bool, should_stop: Callable[[], bool] | None = None) -> None:
         self.job, self.run_dir, self.env, self.progress = job, Path(run_dir), env, progress
         self.should_stop = should_stop or (lambda: False)
+        if self.run_dir.exists() and not self.run_dir.is_dir():  # every rank refuses, before any rendezvous
+            raise HpcdiffError(f"{run_dir}: exists and is not a folder; give --out a run folder")
         self.plan: BatchPlan = batch_arithmetic(job.train, env.world_size)
         self.device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
         self.ds_config = ds.deepspeed_config(job, self.plan, on_gpu=self.device.type == "cuda")
@@ -126,6 +136,7 @@ class Trainer:
         if len(self.train_ds) == 0:
             raise HpcdiffError(f"{job.data.dataset}: split {job.data.train_split!r} has fewer samples than "
                                f"one micro-batch per rank ({self.plan.describe()})")
+        check_shards_open(self.train_ds.paths)
         self.spec = RunSpec.from_job(job, self.train_ds.manifest)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
