@@ -54,7 +54,8 @@ class Inputs:
     run: Path            # a tiny-U-Net run on `dataset` (one checkpoint, untrained weights)
     samples: Path        # a complete samples folder of `run`: 2 dates x 2 members
     samples_nc: Path     # `samples` merged
-    cropped_nc: Path     # an ensemble merged from a run on `cropped`
+    cropped_samples: Path  # the same from a run on `cropped`
+    cropped_nc: Path     # `cropped_samples` merged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Outcome:
     stderr: str
     argv: list[str]
     folder: Path
+    created: bool = False  # the output did not exist before the command and does now
 
 
 # -- shared inputs -------------------------------------------------------------------------------------
@@ -114,11 +116,13 @@ def build_inputs(base: Path, dataset: Path) -> Inputs:
     _ok(["sample", str(SAMPLE_JOB), "--run", str(run), "--out", str(samples), *TINY_SAMPLING, QUIET])
     _ok(["merge", str(samples), "--out", str(base / "samples.nc"), QUIET])
     cropped_run = write_run(base / "cropped-run", cropped)
-    _ok(["sample", str(SAMPLE_JOB), "--run", str(cropped_run), "--out", str(base / "cropped-samples"),
+    cropped_samples = base / "cropped-samples"
+    _ok(["sample", str(SAMPLE_JOB), "--run", str(cropped_run), "--out", str(cropped_samples),
          *TINY_SAMPLING, QUIET])
-    _ok(["merge", str(base / "cropped-samples"), "--out", str(base / "cropped.nc"), QUIET])
+    _ok(["merge", str(cropped_samples), "--out", str(base / "cropped.nc"), QUIET])
     return Inputs(dataset=dataset, world=world, cropped=cropped, run=run, samples=samples,
-                  samples_nc=base / "samples.nc", cropped_nc=base / "cropped.nc")
+                  samples_nc=base / "samples.nc", cropped_samples=cropped_samples,
+                  cropped_nc=base / "cropped.nc")
 
 
 # -- helpers the rows use ------------------------------------------------------------------------------
@@ -342,7 +346,7 @@ def foreign_part(inputs: Inputs, folder: Path) -> Path:
     """A copy of the samples whose first part was replaced by a part of the cropped grid's run."""
     out = copy(inputs.samples, folder / "samples")
     first = sorted((out / "parts").glob("*.h5"))[0]
-    shutil.copy2(sorted((inputs.cropped_nc.parent / "cropped-samples" / "parts").glob("*.h5"))[0], first)
+    shutil.copy2(sorted((inputs.cropped_samples / "parts").glob("*.h5"))[0], first)
     return out
 
 
@@ -370,13 +374,16 @@ def run_argv(argv: list[str], folder: Path | None = None) -> Outcome:
 
 def run_case(case: Case, inputs: Inputs, folder: Path) -> Outcome:
     folder.mkdir(parents=True)
-    return run_argv(case.args(inputs, folder), folder)
+    argv = case.args(inputs, folder)
+    output = output_of(argv, folder)
+    existed = output.exists()
+    outcome = run_argv(argv, folder)
+    return dataclasses.replace(outcome, created=not existed and output.exists())
 
 
-def output_of(outcome: Outcome) -> Path:
+def output_of(argv: Sequence[str], folder: Path) -> Path:
     """The path the command would have written: ``--out``'s value, else the case's folder."""
-    argv = outcome.argv
-    return Path(argv[argv.index("--out") + 1]) if "--out" in argv else outcome.folder
+    return Path(argv[argv.index("--out") + 1]) if "--out" in argv else folder
 
 
 def placeholders(inputs: Inputs, folder: Path) -> list[tuple[str, str]]:

@@ -50,7 +50,9 @@ def test_bad_input_is_one_line_error(case: Case, inputs: Inputs, outcomes: dict[
     assert len(lines) == 1 and lines[0].startswith("hpcdiff: error: "), outcome.stderr[-3000:]
     assert case.fragment in lines[0]
     assert outcome.stdout == ""
-    for folder in {output_of(outcome).parent, outcome.folder}:
+    output = output_of(outcome.argv, outcome.folder)
+    assert not outcome.created, f"{output} was created"
+    for folder in {output.parent, outcome.folder}:
         assert sorted(p.name for p in folder.glob(".*.tmp")) == [], f"temporaries left in {folder}"
 
 
