@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", parents=[overrides, quiet], help="submit a job to SLURM (or run it locally)")
     p.add_argument("stage", choices=["preprocess", "train", "sample"])
-    p.add_argument("job", type=Path, help="job config (YAML) with a slurm: section")
-    p.add_argument("--out", type=Path, help="run folder (train) or samples folder (sample)")
+    p.add_argument("job", type=Path, help="job config or preprocessing recipe (YAML) with a slurm: section")
+    p.add_argument("--out", type=Path,
+                   help="dataset folder (preprocess), run folder (train) or samples folder (sample)")
     p.add_argument("--run", type=Path, help="training run folder to sample from (sample)")
     p.add_argument("--executor", default="slurm", choices=["slurm", "local", "debug"],
                    help="slurm (default) | local: N processes on this machine | debug: in this process")
@@ -217,6 +218,27 @@ def _submit_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit_preprocess(args: argparse.Namespace) -> int:
+    from hpcdiff.config import load_config
+    from hpcdiff.data.recipe import PreprocessRecipe
+    from hpcdiff.launch.preprocess import deadline_s, finished_line, submit_preprocess
+    from hpcdiff.launch.submit import wait
+
+    if args.out is None:
+        raise HpcdiffError("hpcdiff submit preprocess needs --out DATASET")
+    if args.print_sbatch:
+        raise HpcdiffError("--print-sbatch is available for hpcdiff submit train only")
+    recipe = load_config(PreprocessRecipe, args.job, overrides=args.overrides)
+    submitted = submit_preprocess(recipe, args.out, executor=args.executor, recipe_path=args.job)
+    if args.wait if args.wait is not None else args.executor != "slurm":
+        deadline = args.deadline_min * 60 if args.deadline_min else deadline_s(recipe.slurm)
+        print(finished_line(wait(submitted, deadline_s=deadline)))
+    else:
+        print(f"preprocessing job {submitted.job_id} submitted; when it has finished: "
+              f"hpcdiff check {args.out}")
+    return 0
+
+
 @command("submit")
 def _submit(args: argparse.Namespace) -> int:
     from hpcdiff.config import load_config
@@ -226,8 +248,8 @@ def _submit(args: argparse.Namespace) -> int:
 
     if args.stage == "sample":
         return _submit_sample(args)
-    if args.stage != "train":
-        raise HpcdiffError(f"hpcdiff submit {args.stage} is not available yet; run it directly")
+    if args.stage == "preprocess":
+        return _submit_preprocess(args)
     job = load_config(TrainJob, args.job, overrides=args.overrides)
     if args.print_sbatch:
         print(render_train_sbatch(job.slurm), end="")

@@ -1,11 +1,11 @@
-"""Shared fixtures: the single-host SLURM test cluster (slurm/testcluster) for tests marked `slurm`, and a
-tiny preprocessed synthetic dataset."""
+"""Shared fixtures: the single-host SLURM test cluster (slurm/testcluster) for tests marked `slurm`, a
+tiny preprocessed synthetic dataset, and small real file systems that fill up."""
 
 import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +87,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slurm") and "slurm_cluster" not in item.fixturenames:
             item.fixturenames.insert(0, "slurm_cluster")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``small_disk(size_kib)``: a fresh folder on a tmpfs of that size (a real file system that fills
+    up), unmounted at the end. Mounting needs root (CAP_SYS_ADMIN), as in CI; without it, skipped."""
+    mounts = []
+
+    def mount(size_kib: int) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder)],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {proc.stderr.strip()}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounts):
+        # lazily: a library that failed on the full disk may still hold a descriptor there
+        subprocess.run(["umount", "--lazy", str(folder)], check=True, timeout=30)

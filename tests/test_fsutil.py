@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import netCDF4
+import numpy as np
 import pytest
 
 from hpcdiff.errors import HpcdiffError
@@ -16,8 +19,11 @@ from hpcdiff.fsutil import (
     atomic_dir,
     atomic_file,
     ensure_writable_dir,
+    format_bytes,
     remove_stale_temporaries,
+    require_free_space,
     temporary_name,
+    write_failure,
 )
 
 
@@ -124,3 +130,74 @@ def test_remove_stale_temporaries_reports_what_it_removed(tmp_path):
     assert remove_stale_temporaries(tmp_path / "ds") == [stale]
     assert remove_stale_temporaries(tmp_path / "ds") == []
     assert remove_stale_temporaries(tmp_path / "missing" / "ds") == []
+
+
+MIB_OF_FLOATS = np.ones(1 << 18, np.float32)
+
+
+def _write_h5(path: Path, data: np.ndarray) -> None:
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data)
+
+
+def _write_nc(path: Path, data: np.ndarray) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("x", data.size)
+        nc.createVariable("x", "f4", ("x",))[:] = data
+
+
+@pytest.mark.parametrize("writer", [_write_h5, _write_nc])
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(small_disk, writer):
+    disk = small_disk(512)
+    target = disk / "out.h5"
+    with pytest.raises(HpcdiffError) as err, atomic_file(target, suffix=".h5") as tmp:
+        writer(tmp, np.tile(MIB_OF_FLOATS, 2))
+    assert str(err.value) == f"{target}: cannot write (no space left on the device); nothing was written"
+    assert list(disk.iterdir()) == []
+
+
+def test_a_full_disk_inside_a_folder_output_leaves_nothing(small_disk):
+    disk = small_disk(512)
+    with pytest.raises(HpcdiffError, match="report: cannot write .no space left"), \
+            atomic_dir(disk / "report") as tmp:
+        (tmp / "small.txt").write_text("fits")
+        (tmp / "big.bin").write_bytes(bytes(1 << 20))
+    assert list(disk.iterdir()) == []
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    with pytest.raises(FileNotFoundError), atomic_file(tmp_path / "out.txt"):
+        (tmp_path / "no-such-input").read_text()  # an input's error, not the output's: not rewritten
+    with pytest.raises(RuntimeError, match="HDF error"), atomic_file(tmp_path / "out.nc"):
+        raise RuntimeError("NetCDF: HDF error")  # plenty of room: not taken for a full disk
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_free_space_is_checked_against_a_real_file_system(small_disk):
+    disk = small_disk(256)
+    require_free_space(disk, 200 * 1024, what="a small file")
+    with pytest.raises(HpcdiffError) as err:
+        require_free_space(disk / "not-yet" / "made", 1 << 20, what="the big file")
+    assert str(err.value) == f"{disk / 'not-yet' / 'made'}: not enough free space for the big file: needs " \
+                             "1.0 MiB, 256.0 KiB free"
+
+
+def test_format_bytes():
+    assert [format_bytes(n) for n in (0, 1023, 1536, 5 * 2**30, 3 * 2**50)] == [
+        "0 B", "1023 B", "1.5 KiB", "5.0 GiB", "3072.0 TiB"]
+
+
+@pytest.mark.parametrize(("err", "reason"), [
+    (OSError(28, "No space left on device"), "no space left on the device"),
+    (OSError(122, "Disk quota exceeded"), "disk quota exceeded"),
+    (RuntimeError("Can't decrement id ref count (file write failed: errno = 28, error message = "
+                  "'No space left on device')"), "no space left on the device"),  # h5py closing a file
+    (OSError(2, "No such file or directory"), None),
+    (RuntimeError("NetCDF: HDF error"), None),  # plenty of room in tmp_path: not a full disk
+])
+def test_write_failures_are_recognized(tmp_path, err, reason):
+    failure = write_failure(err, tmp_path / "out.h5")
+    if reason is None:
+        assert failure is None
+    else:
+        assert str(failure) == f"{tmp_path / 'out.h5'}: cannot write ({reason}); nothing was written"

@@ -132,6 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     ensure_dataset(args.world, args.dataset)
     ds = ShardDataset(args.dataset, "train", batch_size=args.batch_size, seed=0)
+    ds.verify()  # checksums up front, as training does: not part of any timing below
     results = {"batch_size": args.batch_size, "grid": list(ds.manifest.grid.shape),
                "channels": {"target": len(ds.manifest.targets), "cond": len(ds.manifest.condition_names)}}
     time_loader(ds, workers=0, max_batches=args.max_batches)  # warm the page cache

@@ -11,6 +11,13 @@ without it the list is padded by wrapping around, as ``DistributedSampler`` does
 runs of global step k the same whether W ranks take one each or one rank accumulates W of them, so
 2 ranks x 1 micro-batch train exactly like 1 rank x 2 accumulation steps.
 
+Integrity: constructing a dataset checks that every shard of the split exists with the manifest's byte
+size (one ``stat`` each), so a deleted or truncated shard fails before any work starts. A shard's SHA-256
+is verified when a process first opens it (:func:`verify_shard`): a full read of the shard (about
+0.4 GB/s per core), done once per shard per process. :meth:`ShardDataset.verify` does it for the whole
+split up front; a dataset pickled afterwards carries what it verified, so DataLoader worker processes
+(recreated every epoch) do not read every shard again.
+
 HDF5 handles open lazily in each worker process and are dropped when the dataset is pickled. Call
 :meth:`ShardDataset.set_epoch` before creating the DataLoader iterator of each epoch (workers get a
 copy of the plan; use ``persistent_workers=False``).
@@ -32,14 +39,48 @@ import h5py
 import numpy as np
 import torch
 
-from hpcdiff.data.manifest import Manifest, read_manifest
-from hpcdiff.data.shards import open_shard, read_rows
+from hpcdiff.data.manifest import MANIFEST, Manifest, Shard, read_manifest
+from hpcdiff.data.shards import file_sha256, open_shard, read_rows
 from hpcdiff.data.transforms import forward
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.seeding import SHUFFLE, mix_seed
 from hpcdiff.timeaxis import day_of_year
 
-__all__ = ["ShardDataset", "day_of_year", "plan_epoch"]
+__all__ = ["ShardDataset", "check_shard_size", "day_of_year", "plan_epoch", "verify_shard"]
+
+# (path, sha256) of the shards this process has hashed: a shard is read for its checksum once per process,
+# however many datasets (a validation split is reopened at every validation) open it.
+_VERIFIED: set[tuple[str, str]] = set()
+
+
+def check_shard_size(root: Path, shard: Shard) -> Path:
+    """The path of ``shard`` of the dataset ``root``; a one-line error naming it when it is missing or its
+    size differs from the manifest's (a truncated or replaced file). Costs one ``stat``."""
+    path = Path(root) / shard.path
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise HpcdiffError(f"{path}: missing (listed in {Path(root) / MANIFEST}); restore it or preprocess "
+                           "again") from None
+    except OSError as err:
+        raise HpcdiffError(f"{path}: cannot read the shard ({err.strerror})") from None
+    if shard.bytes is not None and size != shard.bytes:
+        raise HpcdiffError(f"{path}: {size} bytes, the manifest says {shard.bytes} (truncated or replaced "
+                           "after preprocessing); restore it or preprocess again")
+    return path
+
+
+def verify_shard(root: Path, shard: Shard) -> None:
+    """Check ``shard``'s size, then its SHA-256 against the manifest: a one-line error naming the shard
+    when it changed after preprocessing. The hash reads the whole file, once per shard per process."""
+    path = check_shard_size(root, shard)
+    key = (str(path.absolute()), shard.sha256)
+    if key in _VERIFIED:
+        return
+    if file_sha256(path) != shard.sha256:
+        raise HpcdiffError(f"{path}: sha256 mismatch (the file changed after preprocessing; "
+                           "hpcdiff check tells more)")
+    _VERIFIED.add(key)
 
 
 def plan_epoch(sizes: Sequence[int], *, batch_size: int, chunk: int, seed: int, epoch: int, rank: int,
@@ -93,15 +134,16 @@ class ShardDataset(torch.utils.data.Dataset):
         splits = self.manifest.splits
         if split not in splits or not splits[split].shards:
             raise HpcdiffError(f"{self.root}: split {split!r} has no samples (splits: {', '.join(splits)})")
-        shards = splits[split].shards
+        self.shards = splits[split].shards
+        self.paths = [check_shard_size(self.root, s) for s in self.shards]  # before any work: cheap
         self.split, self.batch_size, self.rank, self.world_size = split, batch_size, rank, world_size
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        self.paths = [self.root / s.path for s in shards]
-        self.sizes = [s.n for s in shards]
+        self.sizes = [s.n for s in self.shards]
         self.chunk = self.manifest.batch_chunk
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self._load_static()
         self._files: dict[int, tuple[h5py.Dataset, h5py.Dataset, np.ndarray]] = {}
+        self._verified: set[int] = set()  # shards whose checksum this object (or its pickler) verified
         self.set_epoch(0)
 
     def _load_static(self) -> None:
@@ -120,10 +162,24 @@ class ShardDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._plan)
 
+    def verify(self) -> None:
+        """Verify the checksum of every shard of the split now (:func:`verify_shard`): a read of the whole
+        split, once per process. Call it before handing the dataset to DataLoader workers, which then
+        skip the shards it verified."""
+        for shard in range(len(self.shards)):
+            self._verify(shard)
+
+    def _verify(self, shard: int) -> None:
+        if shard not in self._verified:
+            verify_shard(self.root, self.shards[shard])
+            self._verified.add(shard)
+
     def _shard(self, shard: int) -> tuple[h5py.Dataset, h5py.Dataset, np.ndarray]:
         """``(target, cond, time)`` of a shard, opened on first use in this process; ``time`` ``[n]`` is
-        read whole (looking a dataset up by name costs tens of microseconds: done once)."""
+        read whole (looking a dataset up by name costs tens of microseconds: done once). The shard's
+        checksum is verified first, unless already done in this process or before pickling."""
         if shard not in self._files:
+            self._verify(shard)
             f = open_shard(self.paths[shard])
             self._files[shard] = (f["target"], f["cond"], f["time"][...])
         return self._files[shard]

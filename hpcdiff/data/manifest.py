@@ -9,7 +9,11 @@ Layout (schema :data:`SCHEMA_VERSION`): ``targets`` / ``conditions`` / ``static_
 units, normalization statistics; targets also their physical bounds and, where a condition of the same
 name and transform exists, the RMS of the residual to it on the training split), ``grid`` (shape, the
 window of the full grid, the projection), ``static`` (``static.h5`` and its checksum), ``batch_chunk``
-(samples per HDF5 chunk) and ``splits`` (shards with sample counts and checksums, and the dates).
+(samples per HDF5 chunk), ``splits`` (shards with sample counts, byte sizes and checksums, and the dates),
+``provenance`` (the software that wrote it, :func:`hpcdiff.provenance.provenance`) and
+``manifest_sha256``: the SHA-256 of the manifest's own canonical JSON without that key
+(:func:`manifest_checksum`), so an edited manifest is refused instead of silently changing what a
+dataset means. :func:`write_manifest` is the one way to write the file.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from hpcdiff.errors import HpcdiffError
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
+CHECKSUM_KEY = "manifest_sha256"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +125,43 @@ def normalization_fingerprint(normalization: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def check_replaceable(out: Path) -> None:
+    """Refuse an output folder that a new dataset may not replace: anything but a dataset, an empty
+    folder or nothing (a safety net against ``--out ~``)."""
+    out = Path(out)
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise HpcdiffError(f"{out}: exists and is not a dataset (no {MANIFEST}); refusing to replace it")
+
+
+def manifest_checksum(data: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, compact separators) of ``data`` without
+    :data:`CHECKSUM_KEY`: independent of the file's indentation and key order."""
+    body = {key: value for key, value in data.items() if key != CHECKSUM_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_manifest(dataset: Path, data: Mapping[str, Any]) -> Path:
+    """Write ``dataset/manifest.json`` from ``data``, stamped with its :func:`manifest_checksum`
+    (an existing stamp is replaced); returns the path."""
+    stamped = {**{k: v for k, v in data.items() if k != CHECKSUM_KEY}, CHECKSUM_KEY: manifest_checksum(data)}
+    path = Path(dataset) / MANIFEST
+    path.write_text(json.dumps(stamped, indent=1))
+    return path
+
+
+def _check_stamp(data: Mapping[str, Any], path: Path) -> None:
+    """Refuse a manifest whose content does not match its :data:`CHECKSUM_KEY`."""
+    stored = data.get(CHECKSUM_KEY)
+    if stored is None:
+        raise HpcdiffError(f"{path}: no {CHECKSUM_KEY} (written by an older hpcdiff); preprocess again")
+    if stored != manifest_checksum(data):
+        raise HpcdiffError(f"{path}: edited after preprocessing (checksum mismatch); preprocess again")
+
+
 def read_manifest(dataset: Path) -> Manifest:
-    """The dataset's manifest; a one-line error if it is missing, invalid or of another schema."""
+    """The dataset's manifest; a one-line error if it is missing, invalid, of another schema, or
+    edited after preprocessing (its content no longer matches its ``manifest_sha256``)."""
     path = Path(dataset) / MANIFEST
     try:
         data = json.loads(path.read_text())
@@ -133,6 +173,7 @@ def read_manifest(dataset: Path) -> Manifest:
         version = data.get("schema_version") if isinstance(data, dict) else None
         raise HpcdiffError(f"{path}: schema version {version!r}, this hpcdiff reads {SCHEMA_VERSION}; "
                            "preprocess again")
+    _check_stamp(data, path)
     try:
         return parse_manifest(data, root=Path(dataset))
     except (KeyError, TypeError, ValueError) as err:

@@ -20,11 +20,11 @@ Memory is bounded by one read block (:data:`hpcdiff.data.plan.READ_DAYS` days), 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -34,7 +34,7 @@ from hpcdiff import __version__
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data import plan as planning
 from hpcdiff.data.collective import Collective
-from hpcdiff.data.manifest import MANIFEST, SCHEMA_VERSION
+from hpcdiff.data.manifest import SCHEMA_VERSION, check_replaceable, write_manifest
 from hpcdiff.data.recipe import PreprocessRecipe, resolve_root
 from hpcdiff.data.regrid import BilinearPlan, apply_bilinear, plan_bilinear
 from hpcdiff.data.residual import residual_pairs
@@ -51,10 +51,20 @@ from hpcdiff.data.sources import OpenFiles, read_era5_days, read_target_days
 from hpcdiff.data.statics import StaticFields, load_statics
 from hpcdiff.data.transforms import RunningStats, channel_stats, merged, shape_forward
 from hpcdiff.dist import DistEnv
-from hpcdiff.errors import HpcdiffError
-from hpcdiff.fsutil import create_temporary, ensure_writable_dir, replace_dir
+from hpcdiff.fsutil import (
+    create_temporary,
+    ensure_writable_dir,
+    replace_dir,
+    require_free_space,
+    write_errors,
+)
+from hpcdiff.provenance import provenance
 from hpcdiff.timeaxis import to_days
 from hpcdiff.variables import bounds_of
+
+T = TypeVar("T")
+STATIC_FIELDS = 5  # lat, lon, lsm, orography, sdf in static.h5, float32 [H, W]
+SHARD_OVERHEAD_BYTES = 1 << 16  # HDF5 superblock, object headers and chunk index of a shard, at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +82,20 @@ class Setup:
     @property
     def hw(self) -> tuple[int, int]:
         return self.statics.lsm.shape
+
+    def sample_bytes(self) -> int:
+        """Bytes of one sample in a shard: every channel float32 ``[H, W]`` and its time stamp."""
+        channels = len(self.recipe.era5.variables) + len(self.recipe.target.variables)
+        return channels * self.statics.lsm.size * 4 + 8
+
+    def dataset_bytes(self) -> int:
+        """What the dataset will take on disk, uncompressed (pass 1 writes it so): the samples, HDF5's own
+        structures in every shard (a split's last shard on each rank may be short: one more per split),
+        one shard of headroom for compressing a shard into a copy, and the static fields."""
+        sizes = [int(dates.size) for dates in self.splits.values()]
+        shards = sum(-(-n // self.per_shard) + 1 for n in sizes)
+        return ((sum(sizes) + self.per_shard) * self.sample_bytes() + shards * SHARD_OVERHEAD_BYTES
+                + STATIC_FIELDS * self.statics.lsm.size * 4)
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
@@ -228,7 +252,8 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
         shards = [{k: e[k] for k in ("path", "n", "sha256", "bytes")} for e in entries if e["split"] == split]
         splits[split] = {"n": int(dates.size), "shards": shards, "dates": [str(d) for d in dates]}
     window = {name: [cut.start, cut.stop] for name, cut in zip(("y", "x"), setup.window, strict=True)}
-    return {"schema_version": SCHEMA_VERSION, "hpcdiff_version": __version__, "time_units": TIME_UNITS,
+    return {"schema_version": SCHEMA_VERSION, "hpcdiff_version": __version__, "provenance": provenance(),
+            "time_units": TIME_UNITS,
             "recipe": to_dict(recipe), "targets": targets, "conditions": conditions,
             "static_channels": static_channels(setup.statics),
             "grid": {"shape": list(setup.hw), "full_shape": list(grid.lat.shape), "window": window,
@@ -237,12 +262,13 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
             "batch_chunk": recipe.shards.batch_chunk, "splits": splits}
 
 
-def make_temp_dir(out: Path) -> Path:
+def make_temp_dir(out: Path, *, needed: int) -> Path:
     """A fresh temporary folder next to ``out`` with ``shards/``. Refuses to later replace
-    an existing ``out`` that is not a dataset (a safety net against ``--out ~``)."""
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise HpcdiffError(f"{out}: exists and is not a dataset (no {MANIFEST}); refusing to replace it")
+    an existing ``out`` that is not a dataset (a safety net against ``--out ~``), and to start when the
+    file system has less than ``needed`` bytes free (an old ``out`` stays until the new one is done)."""
+    check_replaceable(out)
     ensure_writable_dir(out.parent)
+    require_free_space(out.parent, needed, what=f"the dataset {out.name}")
     tmp = create_temporary(out, suffix="", directory=True)  # removes this output's stale temporaries
     (tmp / "shards").mkdir()
     return tmp
@@ -255,8 +281,17 @@ def publish(setup: Setup, tmp: Path, out: Path, *, channels: dict[str, list[dict
     dump_config(setup.recipe, tmp / "recipe.yaml")
     manifest = build_manifest(setup, channels=channels, entries=entries,
                               static_sha256=file_sha256(tmp / "static.h5"))
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_manifest(tmp, manifest)
     replace_dir(tmp, out)
+
+
+def writing(out: Path, fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` with a full disk or another file-system refusal turned into a one-line error naming the
+    dataset ``out`` (:func:`hpcdiff.fsutil.write_failure`), so that every rank reports it."""
+    def run() -> T:
+        with write_errors(out):
+            return fn()
+    return run
 
 
 def run_preprocess(recipe: PreprocessRecipe, out: Path, *, env: DistEnv, recipe_path: Path | None = None,
@@ -269,15 +304,16 @@ def run_preprocess(recipe: PreprocessRecipe, out: Path, *, env: DistEnv, recipe_
     shards = planning.plan_shards(setup.splits, rank=coll.rank, world_size=coll.world_size,
                                   per_shard=setup.per_shard)
     blocks = coll.agreed(lambda: planning.plan_blocks(shards, setup.inputs))
-    tmp = coll.on_root(lambda: make_temp_dir(out))
+    tmp = coll.on_root(lambda: make_temp_dir(out, needed=setup.dataset_bytes()))
     try:
-        stats = coll.agreed(lambda: write_unnormalized(setup, shards, blocks, folder=tmp,
-                                              progress=progress and coll.is_root))
+        stats = coll.agreed(writing(out, lambda: write_unnormalized(setup, shards, blocks, folder=tmp,
+                                                                    progress=progress and coll.is_root)))
         parts = coll.allgather(stats)
         channels = coll.agreed(lambda: fitted_channels(setup, parts))
-        entries = coll.agreed(lambda: finalize_shards(setup, shards, folder=tmp, stats=channels))
+        entries = coll.agreed(writing(out, lambda: finalize_shards(setup, shards, folder=tmp,
+                                                                   stats=channels)))
         everything = [e for rank_entries in coll.allgather(entries) for e in rank_entries]
-        coll.on_root(lambda: publish(setup, tmp, out, channels=channels, entries=everything))
+        coll.on_root(writing(out, lambda: publish(setup, tmp, out, channels=channels, entries=everything)))
     except BaseException:
         if coll.is_root:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,8 @@
 Paths: ``root`` is resolved against the recipe's folder when relative; every file pattern is resolved
 against ``root``. Units are checked against the files' ``units`` attributes (``m s**-1`` and ``m s-1``
 are the same). Accumulated ERA5 variables (``kind: accumulation``, in metres of water) are summed per
-day and converted to ``kg m-2``; states are averaged per day and keep their units.
+day and converted to ``kg m-2``; states are averaged per day and keep their units. The ``slurm:`` section
+is read only by ``hpcdiff submit preprocess`` (each SLURM task is one MPI rank).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Literal
+
+from hpcdiff.launch.slurm import CpuSlurmSection
 
 TransformKind = Literal["zscore", "log1p", "asinh"]
 MAX_SHARD_MB = 65536.0  # 64 GiB: a larger shard is a unit mistake (GB written as MB), not a plan
@@ -134,6 +137,7 @@ class PreprocessRecipe:
     split: SplitSection
     shards: ShardSection = ShardSection()
     domain: Domain | None = None
+    slurm: CpuSlurmSection = CpuSlurmSection()  # for ``hpcdiff submit preprocess``: one task per rank
 
     def __post_init__(self) -> None:
         for section, variables in (("era5", self.era5.variables), ("target", self.target.variables)):

@@ -32,6 +32,7 @@ from hpcdiff.evaluate.samples import Samples, read_samples, replace_non_finite
 from hpcdiff.evaluate.scores import season_index, variable_scores
 from hpcdiff.evaluate.truth import Static, load_truth, read_static
 from hpcdiff.fsutil import atomic_dir
+from hpcdiff.provenance import provenance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +145,8 @@ def finite(value: Any) -> Any:
 
 def meta(inputs: Inputs, dataset: Path, options: EvaluateOptions) -> dict[str, Any]:
     dates = inputs.samples.dates
-    return {"hpcdiff_version": __version__, "samples": str(Path(inputs.samples.path).resolve()),
+    return {"hpcdiff_version": __version__, "provenance": provenance(),
+            "samples": str(Path(inputs.samples.path).resolve()),
             "dataset": str(Path(dataset).resolve()), "dates": int(dates.size), "first_date": str(dates.min()),
             "last_date": str(dates.max()), "members": inputs.samples.members,
             "oracle_members": inputs.oracle_members,

@@ -85,3 +85,14 @@ class SlurmSection:
     @property
     def ntasks_per_node(self) -> int:
         return self.tasks_per_node if self.tasks_per_node is not None else max(self.gpus_per_node, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSlurmSection(SlurmSection):
+    """A CPU-only job's resources (``hpcdiff submit preprocess``): no GPUs, one task per MPI rank, one
+    CPU per task. A separate class rather than a default instance, so that a partial ``slurm:`` section
+    in YAML (only ``nodes: 2``, say) keeps these defaults instead of falling back to a GPU job's."""
+
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = 4
+    cpus_per_task: int = 1

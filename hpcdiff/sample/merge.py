@@ -22,6 +22,7 @@ output only when complete.
 from __future__ import annotations
 
 import datetime
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +36,8 @@ from hpcdiff import __version__
 from hpcdiff.data.manifest import Channel, read_manifest
 from hpcdiff.data.transforms import inverse_transform_counted
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.fsutil import atomic_file
+from hpcdiff.fsutil import atomic_file, require_free_space
+from hpcdiff.provenance import provenance, software_versions
 from hpcdiff.sample import parts
 from hpcdiff.sample.dates import name_some
 from hpcdiff.sample.plan import SamplePlan, read_plan
@@ -43,6 +45,7 @@ from hpcdiff.timeaxis import CALENDAR, TIME_UNITS, days_since_epoch
 from hpcdiff.variables import describe
 
 COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
+COORDINATE_BYTES_PER_PIXEL = 2 * 8 + 2 * 4  # lat, lon (float64) and room for the metadata, per pixel
 
 
 def default_output(samples: Path) -> Path:
@@ -131,7 +134,16 @@ def global_attributes(plan: SamplePlan, *, samples: Path) -> dict[str, Any]:
             "hpcdiff_checkpoint_sha256": plan.checkpoint_sha256,
             "hpcdiff_checkpoint_step": int(plan.checkpoint_step), "hpcdiff_sampler": plan.sampler,
             "hpcdiff_steps": int(plan.steps), "hpcdiff_members": int(plan.members),
-            "hpcdiff_seed": int(plan.seed), "hpcdiff_dataset": plan.dataset}
+            "hpcdiff_seed": int(plan.seed), "hpcdiff_dataset": plan.dataset,
+            "hpcdiff_version": __version__, "hpcdiff_commit": provenance()["hpcdiff_commit"],
+            "software_versions": json.dumps(software_versions(), sort_keys=True)}
+
+
+def merged_bytes(plan: SamplePlan) -> int:
+    """An upper bound of the merged file's size: every value uncompressed (float32), and coordinates."""
+    height, width = plan.image_shape
+    values = len(plan.dates) * plan.members * len(plan.target_channels()) * height * width * 4
+    return values + height * width * COORDINATE_BYTES_PER_PIXEL
 
 
 def physical(channels: Sequence[Channel], normalized: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -196,6 +208,7 @@ def merge_samples(samples: Path, out: Path | None = None, *, progress: bool = Fa
     if (grid["y"].size, grid["x"].size) != tuple(plan.image_shape):
         raise HpcdiffError(f"{plan.dataset}: grid {grid['lat'].shape} differs from the samples' "
                            f"{list(plan.image_shape)}")
+    require_free_space(out.parent, merged_bytes(plan), what=f"the merged file {out.name}")
     with atomic_file(out, suffix=".nc") as tmp:
         bad, clamped = _write(tmp, samples, plan, grid=grid, progress=progress)
     if bad:

@@ -8,6 +8,7 @@ nothing that a rerun or a merge could mistake for a result.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import h5py
 import numpy as np
 
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.fsutil import atomic_file
+from hpcdiff.fsutil import atomic_file, require_free_space
 from hpcdiff.sample.plan import read_plan
 
 
@@ -23,14 +24,27 @@ def part_path(out: Path, date: str) -> Path:
     return Path(out) / "parts" / f"{date}.h5"
 
 
-def write_part(out: Path, date: str, samples: np.ndarray, *, attrs: dict[str, Any]) -> Path:
-    """Write ``samples [M, Ct, H, W]`` for ``date`` atomically."""
-    assert samples.ndim == 4, samples.shape
-    path = part_path(out, date)
-    with atomic_file(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+def part_image(date: str, samples: np.ndarray, *, attrs: dict[str, Any]) -> bytes:
+    """The bytes of the part file of ``samples [M, Ct, H, W]`` for ``date``, built in memory."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f.create_dataset("samples", data=samples.astype(np.float32), chunks=samples.shape)
         for key, value in {"date": date, **attrs}.items():
             f.attrs[key] = value
+    return buffer.getvalue()
+
+
+def write_part(out: Path, date: str, samples: np.ndarray, *, attrs: dict[str, Any]) -> Path:
+    """Write ``samples [M, Ct, H, W]`` for ``date`` atomically. The file is built in memory (one date) and
+    written with a plain write: HDF5 does not survive a full disk under its own files (it crashes when the
+    process exits), a plain write fails cleanly. A one-line error when the file system has no room, checked
+    before writing and, should the disk fill meanwhile, on writing."""
+    assert samples.ndim == 4, samples.shape
+    path = part_path(out, date)
+    image = part_image(date, samples, attrs=attrs)
+    require_free_space(path.parent, len(image), what=f"the part {path.name}")
+    with atomic_file(path, suffix=".h5") as tmp:
+        tmp.write_bytes(image)
     return path
 
 

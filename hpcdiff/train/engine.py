@@ -30,18 +30,24 @@ def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: fl
 
 
 def init_distributed(env: DistEnv) -> None:
-    """Start ``torch.distributed`` through DeepSpeed (NCCL on GPUs, gloo on CPU)."""
+    """Start ``torch.distributed`` through DeepSpeed (NCCL on GPUs, gloo on CPU) with the rank and world
+    size of ``env`` passed as arguments: :func:`hpcdiff.dist.detect` derived them once, and nothing
+    re-reads them from the environment. Only what DeepSpeed takes from the environment and nowhere
+    else is exported: the local rank (its engine asserts ``LOCAL_RANK`` for device placement) and the
+    rendezvous address (its shared-memory all-reduce names its segment after it)."""
     import deepspeed
 
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    for key, value in {"RANK": env.rank, "LOCAL_RANK": env.local_rank, "WORLD_SIZE": env.world_size,
-                       "LOCAL_WORLD_SIZE": env.local_world_size, "MASTER_ADDR": env.master_addr,
-                       "MASTER_PORT": env.master_port}.items():
+    for key, value in {"LOCAL_RANK": env.local_rank, "LOCAL_WORLD_SIZE": env.local_world_size,
+                       "MASTER_ADDR": env.master_addr, "MASTER_PORT": env.master_port}.items():
         os.environ[key] = str(value)
     if torch.cuda.is_available():
         torch.cuda.set_device(env.local_rank)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    host = f"[{env.master_addr}]" if ":" in env.master_addr else env.master_addr  # IPv6 literal
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
+                               init_method=f"tcp://{host}:{env.master_port}", rank=env.rank,
+                               world_size=env.world_size)
 
 
 def init_engine(model: torch.nn.Module, config: dict[str, Any], *,

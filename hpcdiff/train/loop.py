@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ import torch
 
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data.loader import ShardDataset
-from hpcdiff.data.shards import open_shard
 from hpcdiff.diffusion.weights import sdf_weights
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.provenance import provenance
 from hpcdiff.runspec import RunSpec
 from hpcdiff.seeding import DROPOUT, INIT, NOISE, generator, mix_seed
 from hpcdiff.train import checkpoint
@@ -84,13 +85,6 @@ def check_resume(path: Path, *, job: TrainJob, spec: RunSpec) -> None:
                            "(another --out, or --resume never)")
 
 
-def check_shards_open(paths: Sequence[Path]) -> None:
-    """Open every shard once on every rank before any process group exists: a missing or truncated shard
-    is then the same one-line error on each rank, not a data-loader traceback mid-epoch on one of them."""
-    for path in paths:
-        open_shard(path).close()
-
-
 def batch_stream(dataset: ShardDataset, *, start: int, num_workers: int) -> Iterator[tuple[int, dict]]:
     """Yield ``(epoch, batch)`` from micro-step ``start`` on, forever, re-shuffling every epoch."""
     per_epoch = len(dataset)
@@ -136,7 +130,7 @@ class Trainer:
         if len(self.train_ds) == 0:
             raise HpcdiffError(f"{job.data.dataset}: split {job.data.train_split!r} has fewer samples than "
                                f"one micro-batch per rank ({self.plan.describe()})")
-        check_shards_open(self.train_ds.paths)
+        self.train_ds.verify()  # every shard's checksum, before DeepSpeed starts; workers inherit it
         self.spec = RunSpec.from_job(job, self.train_ds.manifest)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
@@ -264,7 +258,7 @@ class Trainer:
         position follows from the step (``step x accum_steps`` micro-batches)."""
         return {"step": self.step, "ema": self.ema.state_dict(), "run_spec": self.spec.to_state(),
                 "config": to_dict(self.job), "manifest": self.train_ds.manifest.raw,
-                "world_size": self.env.world_size}
+                "world_size": self.env.world_size, "provenance": provenance()}
 
     def save(self) -> Path:
         return checkpoint.save(self.ckpt_root, step=self.step, engine=self.engine, state=self._state(),
@@ -279,6 +273,7 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(job, self.run_dir / "config.yaml")
+            (self.run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=1) + "\n")
             print(f"hpcdiff train: {self.plan.describe()}; {len(self.train_ds)} micro-batches per rank per "
                   f"epoch; precision {job.train.precision}, ZeRO {job.train.zero_stage}; device {self.device}"
                   + (f"; resuming from {self.resume_from} (step {self.step})" if self.resume_from else ""),

@@ -10,6 +10,7 @@ import pytest
 from mini_world import write_mini_world, write_recipe
 
 from hpcdiff.cli import main
+from hpcdiff.data.manifest import write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_manifest_that_disagrees_with_a_shard(dataset, tmp_path, capsys):
     shutil.copytree(dataset, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["splits"]["train"]["dates"][0] = "1999-12-31"
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(copy, manifest)  # an inconsistent manifest that still carries a valid checksum
     assert main(["check", str(copy)]) == 1
     err = capsys.readouterr().err
     assert "train-0-0.h5: 'time' differs from the manifest's dates" in err

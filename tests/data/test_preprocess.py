@@ -4,6 +4,7 @@ atomic replacement, and one-line errors with nothing left behind for every kind 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -18,6 +19,7 @@ from hpcdiff.data.manifest import parse_manifest, read_manifest
 from hpcdiff.data.recipe import PreprocessRecipe
 from hpcdiff.data.split import split_dates
 from hpcdiff.data.transforms import inverse, inverse_transform
+from hpcdiff.fsutil import temporary_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,16 +137,28 @@ def test_domain_cut_and_compression(world, tmp_path):
     assert main(["check", str(out)]) == 0
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_rerun_replaces_a_finished_dataset(world, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", world)
     out = tmp_path / "ds"
     assert main(["preprocess", str(recipe), "--out", str(out), "--no-progress"]) == 0
     (out / "stale").write_text("from an older run")
+    killed = temporary_name(out, pid=2**22 + 1)  # a killed run's temporary (no such process)
+    (killed / "shards").mkdir(parents=True)
+    alive = temporary_name(out)  # a run in progress (this process): never touched
+    alive.mkdir()
     assert main(["preprocess", str(recipe), "--out", str(out), "--no-progress",
                  "--set", "split.test_dates=2"]) == 0
-    assert not (out / "stale").exists()
+    assert not (out / "stale").exists() and not killed.exists() and alive.is_dir()
     assert json.loads((out / "manifest.json").read_text())["splits"]["test"]["n"] == 2
+    alive.rmdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "r.yaml"]
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~current_umask()  # shared like any folder
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_dataset(world, tmp_path, capsys):

@@ -13,7 +13,9 @@ import yaml
 from samples_file import oracle_fields, write_samples
 
 from hpcdiff.cli import main
+from hpcdiff.data.manifest import write_manifest
 from hpcdiff.evaluate.run import EvaluateOptions, load_inputs, score_variable
+from hpcdiff.provenance import provenance
 
 VARIABLES = {"t2m", "tp", "e"}
 METHODS = {"model", "bilinear", "oracle"}
@@ -70,6 +72,8 @@ def test_detail_config_and_figures(report):
     detail = json.loads((report / "metrics_detail.json").read_text())
     assert detail["meta"]["members"] == 4 and detail["meta"]["oracle_members"] == 4
     assert detail["meta"]["hpcdiff_run"] == "test-run"
+    assert detail["meta"]["provenance"] == provenance()  # the software that scored it
+    assert set(provenance()) == {"hpcdiff", "hpcdiff_commit", "torch", "deepspeed", "numpy", "xarray", "h5py"}
     tp = detail["tp"]
     assert set(tp["scores"]) == {"land", "all_pixels"} and "all" in tp["scores"]["all_pixels"]
     assert set(tp["rank_histogram"]["land"]) == {"model", "oracle"}
@@ -120,7 +124,7 @@ def test_without_the_world_there_is_no_oracle(tiny, oracle_samples, tmp_path):
     dataset = shutil.copytree(tiny[1], tmp_path / "ds")
     manifest = json.loads((dataset / "manifest.json").read_text())
     manifest["recipe"]["root"] = str(tmp_path / "moved-away")
-    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(dataset, manifest)
     inputs = load_inputs(oracle_samples, dataset, EvaluateOptions())
     assert set(inputs.methods["tp"]) == {"model", "bilinear"} and inputs.oracle_members is None
 
@@ -166,3 +170,12 @@ def test_bad_dates_options_and_outputs(tiny, test_dates, tmp_path, capsys):
     assert evaluate(good, tiny[1], precious) == 1
     assert "not an evaluation report" in one_line_error(capsys)
     assert (precious / "thesis.tex").is_file()
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_report(tiny, oracle_samples, small_disk, capsys):
+    disk = small_disk(96)
+    assert evaluate(oracle_samples, tiny[1], disk / "report") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"hpcdiff: error: {disk / 'report'}: cannot write (no space left on the device); "
+                   "nothing was written")
+    assert list(disk.iterdir()) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -13,11 +14,13 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from sample_helpers import REPO
 
 from hpcdiff.cli import main
 from hpcdiff.data.manifest import read_manifest
 from hpcdiff.data.transforms import inverse_transform
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.provenance import provenance
 from hpcdiff.sample import parts
 from hpcdiff.sample.ensemble import sample_ensemble
 from hpcdiff.sample.merge import default_output, merge_samples
@@ -88,6 +91,11 @@ def test_global_attributes_name_the_run(merged, tiny_run):
     assert attrs["hpcdiff_seed"] == 0 and attrs["hpcdiff_dataset"] == str(tiny_run.dataset.resolve())
     state = Path(attrs["hpcdiff_checkpoint"]) / "state.pt"
     assert attrs["hpcdiff_checkpoint_sha256"] == hashlib.sha256(state.read_bytes()).hexdigest()
+    software = provenance()
+    assert attrs["hpcdiff_version"] == software["hpcdiff"]
+    assert attrs["hpcdiff_commit"] == software["hpcdiff_commit"]
+    assert json.loads(attrs["software_versions"]) == {k: software[k] for k in
+                                                      ("torch", "deepspeed", "numpy", "xarray", "h5py")}
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the checker's own (its ioos_sos plugin)
@@ -130,3 +138,60 @@ def test_cli_merge_default_output(sampled, tmp_path, capsys):
     link.symlink_to(sampled, target_is_directory=True)
     assert main(["merge", str(link), "--no-progress"]) == 0
     assert (tmp_path / "again.nc").is_file() and "again.nc" in capsys.readouterr().out
+
+
+def one_line_error(capsys) -> str:
+    """The error line, after checking that it is the last line of stderr and that nothing failed loudly."""
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert last.startswith("hpcdiff: error: ") and "Traceback" not in err and err.count("error") == 1, err
+    return last
+
+
+def test_merge_refuses_a_disk_without_room_for_the_file(sampled, small_disk, capsys):
+    disk = small_disk(128)
+    assert main(["merge", str(sampled), "--out", str(disk / "samples.nc"), "--no-progress"]) == 1
+    err = one_line_error(capsys)
+    assert (f"{disk}: not enough free space for the merged file samples.nc: needs 240.0 KiB, 128.0 KiB free"
+            in err)
+    assert list(disk.iterdir()) == []
+
+
+def sample_into(out, tiny_run, *sets):
+    return main(["sample", str(REPO / "jobs" / "demo_sample.yaml"), "--run", str(tiny_run.run),
+                 "--out", str(out), "--no-progress", "--set", "dates.limit=2", "--set", "sample.steps=2",
+                 *[a for s in sets for a in ("--set", s)]])
+
+
+def leftovers(folder):
+    return sorted(p.name for p in Path(folder).rglob("*") if p.name.endswith(".tmp"))
+
+
+def test_sampling_refuses_a_disk_without_room_for_a_part(tiny_run, small_disk, capsys):
+    disk = small_disk(48)
+    assert sample_into(disk / "s", tiny_run) == 1
+    err = one_line_error(capsys)
+    assert f"{disk / 's' / 'parts'}: not enough free space for the part " in err
+    assert not (disk / "s" / "parts").exists() or list((disk / "s" / "parts").iterdir()) == []
+    assert leftovers(disk) == []
+
+
+def test_a_disk_that_fills_up_while_sampling_ends_in_one_line(tiny_run, small_disk, capsys, monkeypatch):
+    monkeypatch.setattr("hpcdiff.sample.parts.require_free_space", lambda *a, **kw: None)  # "it fitted"
+    disk = small_disk(48)
+    assert sample_into(disk / "s", tiny_run) == 1
+    err = one_line_error(capsys)
+    assert err.endswith(f"{disk / 's' / 'parts'}/2001-09-08.h5: cannot write (no space left on the device); "
+                        "nothing was written")
+    assert list((disk / "s" / "parts").iterdir()) == [] and leftovers(disk) == []
+
+
+def test_sampling_refuses_an_edited_manifest(tiny_run, tmp_path, capsys):
+    copy = shutil.copytree(tiny_run.dataset, tmp_path / "ds")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["targets"][0]["stats"]["std"] *= 1.5
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    assert sample_into(tmp_path / "s", tiny_run, f"dataset={copy}") == 1
+    assert one_line_error(capsys).endswith(f"{copy}/manifest.json: edited after preprocessing (checksum "
+                                           "mismatch); preprocess again")
+    assert not (tmp_path / "s").exists()
