@@ -64,7 +64,10 @@ def test_differences_are_named(tiny_dataset):
 
 
 def test_backbone_comes_from_the_registry_by_the_jobs_name(tiny_dataset):
-    spec = RunSpec.from_job(job(tiny_dataset, "model.backbone=vit"), read_manifest(tiny_dataset))
+    manifest = read_manifest(tiny_dataset)
+    with pytest.raises(HpcdiffError, match="model.backbone 'vit' is not a backbone; valid: unet"):
+        RunSpec.from_job(job(tiny_dataset, "model.backbone=vit"), manifest)  # refused before training
+    spec = dataclasses.replace(RunSpec.from_job(job(tiny_dataset), manifest), backbone="vit")
     with pytest.raises(HpcdiffError, match="model.backbone 'vit' is not a backbone; valid: unet"):
         spec.build_model()
 

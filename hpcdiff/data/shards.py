@@ -27,6 +27,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import TIME_UNITS
 
 COPY_SAMPLES = 16  # samples per read/write while normalizing or compressing a shard (bounded memory)
@@ -115,7 +116,12 @@ def file_sha256(path: Path, *, block_bytes: int = 1 << 22) -> str:
 
 def open_shard(path: Path) -> h5py.File:
     """Open a shard for reading. No chunk cache: reads are whole runs of samples, decompressed once."""
-    return h5py.File(path, "r", rdcc_nbytes=0)
+    try:
+        return h5py.File(path, "r", rdcc_nbytes=0)
+    except OSError as err:  # missing, truncated or not HDF5: h5py says which in the first line
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise HpcdiffError(f"{path}: cannot open shard ({reason}); run hpcdiff check on its dataset") \
+            from None
 
 
 def read_rows(dataset: h5py.Dataset, out: np.ndarray, start: int) -> None:

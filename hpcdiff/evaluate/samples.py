@@ -55,7 +55,7 @@ def open_netcdf_file(path: Path) -> xr.Dataset:
     try:
         return xr.open_dataset(path, decode_times=True)
     except (OSError, ValueError, TypeError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = str(err).splitlines()[0].split(". ")[0] if str(err) else type(err).__name__  # 1st sentence
         raise HpcdiffError(f"{path}: not a readable NetCDF file ({reason})") from None
 
 

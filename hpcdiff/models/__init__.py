@@ -40,20 +40,35 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {"unet": Backbone(UNet, UNET_PRESETS)}
 
 
-def build_backbone(name: str, preset: str, *, target_channels: int, cond_channels: int, learn_sigma: bool,
-                   dropout: float | None = None) -> nn.Module:
-    """Backbone ``name`` of :data:`BACKBONES` in size ``preset``; ``dropout`` overrides the preset's."""
+def preset_config(name: str, preset: str) -> Any:
+    """The size preset ``preset`` of backbone ``name``; a one-line error naming the valid ones."""
     if name not in BACKBONES:
         raise HpcdiffError(f"model.backbone {name!r} is not a backbone; valid: {', '.join(BACKBONES)}")
     backbone = BACKBONES[name]
     if preset not in backbone.presets:
         raise HpcdiffError(f"model.preset {preset!r} is not a preset of {name}; valid: "
                            f"{', '.join(backbone.presets)}")
-    config = backbone.presets[preset]
+    return backbone.presets[preset]
+
+
+def check_image_shape(name: str, preset: str, shape: tuple[int, ...]) -> None:
+    """Refuse a grid ``[H, W]`` that backbone ``name`` in size ``preset`` cannot downsample evenly, before
+    anything is built (the network itself would fail at its first forward pass)."""
+    multiple = preset_config(name, preset).grid_multiple
+    if any(side % multiple for side in shape):
+        raise HpcdiffError(f"model.preset {preset!r}: the dataset's grid {list(shape)} must have sides that "
+                           f"are multiples of {multiple}; crop it (recipe domain) or choose a smaller preset")
+
+
+def build_backbone(name: str, preset: str, *, target_channels: int, cond_channels: int, learn_sigma: bool,
+                   dropout: float | None = None) -> nn.Module:
+    """Backbone ``name`` of :data:`BACKBONES` in size ``preset``; ``dropout`` overrides the preset's."""
+    config = preset_config(name, preset)
     if dropout is not None:
         config = dataclasses.replace(config, dropout=dropout)
-    return backbone.cls(target_channels=target_channels, cond_channels=cond_channels, learn_sigma=learn_sigma,
-                        **dataclasses.asdict(config))
+    return BACKBONES[name].cls(target_channels=target_channels, cond_channels=cond_channels,
+                               learn_sigma=learn_sigma, **dataclasses.asdict(config))
 
 
-__all__ = ["BACKBONES", "UNET_PRESETS", "Backbone", "UNet", "UNetConfig", "build_backbone"]
+__all__ = ["BACKBONES", "UNET_PRESETS", "Backbone", "UNet", "UNetConfig", "build_backbone",
+           "check_image_shape", "preset_config"]

@@ -31,6 +31,11 @@ class UNetConfig:
     head_channels: int
     dropout: float
 
+    @property
+    def grid_multiple(self) -> int:
+        """What ``H`` and ``W`` must be multiples of: each level but the last halves the grid."""
+        return 2 ** (len(self.channel_mult) - 1)
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, *, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) steps ``t [N]``: ``[N, dim]`` float32."""
@@ -207,8 +212,10 @@ class UNet(nn.Module):
         assert t.shape == (n,) and doy.shape == (n,), \
             f"t {tuple(t.shape)} and doy {tuple(doy.shape)} must be [{n}]"
         factor = 2 ** (self.levels - 1)
-        assert h % factor == 0 and w % factor == 0, \
-            f"H, W = {h}, {w} must be multiples of {factor} for {self.levels} resolution levels"
+        # An explicit check, not an assert: the grid comes from the data, and `python -O` drops asserts
+        # (the run would then fail deep in the decoder with "Sizes of tensors must match").
+        if h % factor or w % factor:
+            raise ValueError(f"H, W = {h}, {w} must be multiples of {factor} for {self.levels} levels")
 
     def embedding(self, t: torch.Tensor, doy: torch.Tensor) -> torch.Tensor:
         """Time plus day-of-year embedding ``[N, 4 · model_channels]``, in the parameters' dtype."""

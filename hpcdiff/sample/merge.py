@@ -154,6 +154,17 @@ def physical(channels: Sequence[Channel], normalized: np.ndarray) -> tuple[np.nd
         return inverse_transform_counted([(c.stats, c.bounds) for c in channels], normalized)
 
 
+def _read_part(samples: Path, date: str, *, shape: tuple[int, ...]) -> np.ndarray:
+    """The normalized samples ``[M, Ct, H, W]`` of ``date``'s part, which must have the plan's ``shape``:
+    a part copied in from another samples folder would otherwise be merged, or fail mid-file."""
+    values = parts.read_part(samples, date)
+    if values.shape != shape:
+        raise HpcdiffError(f"{parts.part_path(samples, date)}: holds samples of shape {list(values.shape)}, "
+                           f"the plan's are {list(shape)} (members, variables, y, x); delete it and rerun "
+                           "hpcdiff sample")
+    return values
+
+
 def _write(path: Path, samples: Path, plan: SamplePlan, *, grid: Mapping[str, Any],
            progress: bool) -> tuple[int, dict[str, int]]:
     """The whole file at ``path``, one date at a time; returns the number of non-finite values and of
@@ -169,8 +180,8 @@ def _write(path: Path, samples: Path, plan: SamplePlan, *, grid: Mapping[str, An
                      for t in channels]
         bad, clamped = 0, dict.fromkeys((c.name for c in channels), 0)
         for i, date in enumerate(plan.dates):
-            values, outside = physical(channels, parts.read_part(samples, date))
-            assert values.shape == (members, len(variables), height, width), (date, values.shape)
+            values, outside = physical(channels, _read_part(samples, date,
+                                                            shape=(members, len(channels), height, width)))
             bad += int(values.size - np.isfinite(values).sum())
             for c, var in enumerate(variables):
                 var[i] = values[:, c]
@@ -188,6 +199,9 @@ def merge_samples(samples: Path, out: Path | None = None, *, progress: bool = Fa
     :func:`default_output`) atomically; returns the output path."""
     samples = Path(samples)
     out = default_output(samples) if out is None else Path(out)
+    if out.is_dir():  # refused before any work: the final rename onto a folder would fail at the end
+        raise HpcdiffError(f"{out}: is a folder; give merge --out a file name, e.g. "
+                           f"{out / default_output(samples).name}")
     plan = read_plan(samples)
     check_complete(samples, plan)
     grid = read_grid(Path(plan.dataset))

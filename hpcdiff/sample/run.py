@@ -73,6 +73,7 @@ def open_run(job: SampleJob, run_dir: Path) -> tuple[SampleJob, TrainedRun]:
                      checkpoint_sha256=file_sha256(path / "state.pt"), state=state, spec=spec,
                      manifest=parse_manifest(state["manifest"], root=trained_on), dataset=dataset)
     check_dataset(run, read_manifest(dataset))
+    check_weights(spec, state["ema"], where=where)
     resolved = dataclasses.replace(job, dataset=dataset,
                                    sample=dataclasses.replace(job.sample, checkpoint=str(path)))
     return resolved, run
@@ -88,6 +89,25 @@ def check_dataset(run: TrainedRun, manifest: Manifest) -> None:
     if tuple(manifest.grid.shape) != tuple(run.spec.image_shape):
         raise HpcdiffError(f"{run.dataset}: grid {list(manifest.grid.shape)} differs from the trained "
                            f"image shape {list(run.spec.image_shape)}")
+
+
+def check_weights(spec: RunSpec, ema: Any, *, where: str) -> None:
+    """Refuse EMA weights that do not fit ``spec`` before anything is written (a plan naming this checkpoint
+    would block the rerun with a good one). Names and shapes are compared with the spec's network built
+    on the meta device: no memory, no initialization."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in spec.build_model().state_dict().items()}
+    got = {k: tuple(getattr(v, "shape", ())) for k, v in ema.items()} if isinstance(ema, dict) else {}
+    missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+    wrong = [k for k in expected if k in got and got[k] != expected[k]]
+    if not (missing or unexpected or wrong):
+        return
+    if wrong:
+        detail = f"{wrong[0]} is {list(got[wrong[0]])}, the spec's {list(expected[wrong[0]])}"
+    else:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+    count = len(missing) + len(unexpected) + len(wrong)
+    raise HpcdiffError(f"{where}: EMA weights do not fit the run spec ({count} tensor(s) differ; {detail})")
 
 
 def resolved_steps(section: SamplerSection, spec: RunSpec) -> int:

@@ -63,6 +63,8 @@ RESTORE_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, Ass
 MAPPINGS = (dict, collections.OrderedDict)
 SEQUENCES = (list, tuple, set, torch.Size)
 LEAVES = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device)
+# What every reader of state.pt relies on (sampling, evaluation, resume).
+STATE_KEYS = frozenset({"step", "ema", "run_spec", "config", "manifest"})
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -349,7 +351,11 @@ def load_state(path: Path) -> dict[str, Any]:
     """``state.pt`` of a checkpoint folder (verified against ``checksums.json``, safe load, CPU): all that
     sampling reads. The other files are neither read nor hashed."""
     verify(path, [STATE])
-    return _read_state(path)
+    state = _read_state(path)
+    if not state.keys() >= STATE_KEYS:
+        raise HpcdiffError(f"{Path(path) / STATE}: not an hpcdiff checkpoint state (expected a mapping with "
+                           f"{', '.join(sorted(STATE_KEYS))})")
+    return state
 
 
 def load(path: Path, *, engine: Any, rank: int) -> dict[str, Any]:

@@ -120,6 +120,8 @@ class Trainer:
                  progress: bool, should_stop: Callable[[], bool] | None = None) -> None:
         self.job, self.run_dir, self.env, self.progress = job, Path(run_dir), env, progress
         self.should_stop = should_stop or (lambda: False)
+        if self.run_dir.exists() and not self.run_dir.is_dir():  # every rank refuses, before any rendezvous
+            raise HpcdiffError(f"{run_dir}: exists and is not a folder; give --out a run folder")
         self.plan: BatchPlan = batch_arithmetic(job.train, env.world_size)
         self.device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
         self.ds_config = ds.deepspeed_config(job, self.plan, on_gpu=self.device.type == "cuda")

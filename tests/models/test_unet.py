@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from hpcdiff.diffusion import GaussianDiffusion, make_betas, sample
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.models import UNET_PRESETS, build_backbone
+from hpcdiff.models import UNET_PRESETS, build_backbone, check_image_shape
 
 
 def tiny(learn_sigma: bool = True, *, seed: int = 0, randomize: bool = True) -> torch.nn.Module:
@@ -53,12 +56,31 @@ def test_every_input_matters():
 def test_shape_checks_say_what_is_wrong():
     model = tiny()
     x_t, t, cond, doy = inputs(size=16)
-    with pytest.raises(AssertionError, match="multiples of 2"):
+    with pytest.raises(ValueError, match="multiples of 2"):
         model(x_t[..., :15, :15], t, cond[..., :15, :15], doy)
     with pytest.raises(AssertionError, match="cond"):
         model(x_t, t, cond[:, :2], doy)
     with pytest.raises(AssertionError, match="doy"):
         model(x_t, t, cond, doy[:2])
+
+
+def test_grid_check_survives_python_optimize():
+    """The grid comes from the data: its check is not an assert, which ``python -O`` would drop."""
+    code = ("import torch; from hpcdiff.models import build_backbone\n"
+            "m = build_backbone('unet', 'small', target_channels=1, cond_channels=1, learn_sigma=False)\n"
+            "x = torch.zeros(1, 1, 20, 20)\n"
+            "try:\n    m(x, torch.zeros(1), x, torch.ones(1))\n"
+            "except ValueError as err:\n    print(err)\n")
+    proc = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "H, W = 20, 20 must be multiples of 8" in proc.stdout
+
+
+def test_a_grid_the_preset_cannot_halve_is_refused_before_building():
+    assert UNET_PRESETS["small"].grid_multiple == 8 and UNET_PRESETS["tiny"].grid_multiple == 2
+    check_image_shape("unet", "small", (64, 32))
+    with pytest.raises(HpcdiffError, match=r"grid \[64, 20\] must have sides that are multiples of 8"):
+        check_image_shape("unet", "small", (64, 20))
 
 
 def test_presets_and_parameter_counts():
