@@ -43,6 +43,9 @@ def _meta_lines(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
     bad = {name: n for name, n in meta.get("non_finite", {}).items() if n}
     if bad:
         lines.append(("WARNING non-finite sample values (replaced by the truth's extremes)", str(bad)))
+    outside = {name: n for name, n in meta.get("outside_bounds", {}).items() if n}
+    if outside:
+        lines.append(("WARNING sample values outside the physical bounds (scored as they are)", str(outside)))
     return lines
 
 

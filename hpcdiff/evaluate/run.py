@@ -33,6 +33,7 @@ from hpcdiff.evaluate.scores import season_index, variable_scores
 from hpcdiff.evaluate.truth import Static, load_truth, read_static
 from hpcdiff.fsutil import atomic_dir
 from hpcdiff.provenance import provenance
+from hpcdiff.variables import count_outside
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Inputs:
     truth: dict[str, np.ndarray]
     methods: dict[str, dict[str, np.ndarray]]
     oracle_members: int | None
+    outside_bounds: dict[str, int]  # sample values outside the variable's physical bounds (reported)
 
 
 def load_inputs(samples_path: Path, dataset: Path, options: EvaluateOptions) -> Inputs:
@@ -91,8 +93,9 @@ def load_inputs(samples_path: Path, dataset: Path, options: EvaluateOptions) -> 
     methods = {name: {"model": replace_non_finite(samples.fields[name], truth[name]),
                       **({"bilinear": bilinear[name]} if name in bilinear else {}),
                       **({"oracle": oracle[name]} if name in oracle else {})} for name in units}
+    outside = {c.name: count_outside(samples.fields[c.name], c.bounds) for c in manifest.targets}
     return Inputs(manifest=manifest, static=static, samples=samples, truth=truth, methods=methods,
-                  oracle_members=members)
+                  oracle_members=members, outside_bounds=outside)
 
 
 def score_variable(inputs: Inputs, variable: str, options: EvaluateOptions) -> dict[str, Any]:
@@ -153,7 +156,8 @@ def meta(inputs: Inputs, dataset: Path, options: EvaluateOptions) -> dict[str, A
             "oracle_seed": options.oracle_seed if inputs.oracle_members else None,
             "seasons": {k: int(v.size) for k, v in season_index(dates).items()},
             "land_pixels": int(inputs.static.land.sum()), "pixels": int(inputs.static.land.size),
-            "non_finite": inputs.samples.non_finite, **inputs.samples.attrs}
+            "non_finite": inputs.samples.non_finite, "outside_bounds": inputs.outside_bounds,
+            **inputs.samples.attrs}
 
 
 def check_out(out: Path) -> None:
@@ -178,6 +182,10 @@ def run_evaluate(samples: Path, dataset: Path, out: Path, *, options: EvaluateOp
     if bad:
         print(f"hpcdiff evaluate: warning: {samples}: non-finite values (diverged samples?) replaced by the "
               f"truth's extremes: {bad}", file=sys.stderr)
+    outside = {name: n for name, n in inputs.outside_bounds.items() if n}
+    if outside:
+        print(f"hpcdiff evaluate: warning: {samples}: values outside the variables' physical bounds "
+              f"(scored as they are): {outside}", file=sys.stderr)
     detail: dict[str, Any] = {"meta": meta(inputs, dataset, options)}
     figures = {}
     with atomic_dir(out) as tmp:

@@ -102,6 +102,15 @@ def test_a_biased_model_scores_worse(tiny, test_dates, tmp_path):
     assert land["model"]["crps_ratio_to_oracle"] > 1.5
 
 
+def test_values_outside_the_physical_bounds_are_reported(tiny, test_dates, tmp_path):
+    """Samples from elsewhere may hold negative precipitation: evaluation counts it per variable."""
+    fields = oracle_fields(tiny[0], test_dates, members=4, seed=0)
+    fields["tp"][0, 0, :2, :3] = -0.25  # six negative amounts
+    path = write_samples(tmp_path / "negative.nc", fields, dates=test_dates, dataset=tiny[1])
+    inputs = load_inputs(path, tiny[1], EvaluateOptions())
+    assert inputs.outside_bounds == {"t2m": 0, "tp": 6, "e": 0}
+
+
 def test_rerun_replaces_the_report_and_survives_diverged_samples(tiny, test_dates, report, tmp_path, capsys):
     out = shutil.copytree(report, tmp_path / "report")  # an earlier run's report
     (out / "stale.txt").write_text("from an older run")
