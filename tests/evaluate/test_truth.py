@@ -49,5 +49,5 @@ def test_unreadable_shard_is_a_one_line_error(tiny):
     raw = json.loads((tiny[1] / "manifest.json").read_text())
     raw["splits"]["test"]["shards"][0]["path"] = "shards/gone.h5"
     manifest = parse_manifest(raw, root=tiny[1])
-    with pytest.raises(HpcdiffError, match=r"gone\.h5: cannot read 'time' from the shard"):
+    with pytest.raises(HpcdiffError, match=r"gone\.h5: cannot open shard .*No such file"):
         load_truth(manifest, np.array([manifest.splits["test"].dates[0]], "datetime64[D]"))
