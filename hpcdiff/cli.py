@@ -302,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except HpcdiffError as err:
-        print(f"hpcdiff: error: {err}", file=sys.stderr)
+        # one write per line: ranks sharing a terminal or an mpiexec stream must not interleave
+        sys.stderr.write(f"hpcdiff: error: {err}\n")
+        sys.stderr.flush()
         return 1
     except KeyboardInterrupt:
         print("hpcdiff: interrupted", file=sys.stderr)
