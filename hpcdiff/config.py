@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 import types
 import typing
@@ -88,6 +89,24 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise HpcdiffError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def read_versioned_json(path: Path, *, version_key: str, version: int, missing: str,
+                        upgrade: str) -> dict[str, Any]:
+    """A JSON mapping written by hpcdiff with ``version_key == version``; one-line errors for a missing
+    file (``missing``), an unreadable one, and another version (``upgrade`` says what to do)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HpcdiffError(missing) from None
+    except (OSError, ValueError) as err:
+        raise HpcdiffError(f"{path}: cannot read ({err})") from None
+    found = data.get(version_key) if isinstance(data, dict) else None
+    if found != version:
+        what = version_key.replace("_", " ")
+        raise HpcdiffError(f"{path}: {what} {found!r}, this hpcdiff reads {version}; {upgrade}")
     return data
 
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hpcdiff.config import read_versioned_json
 from hpcdiff.data.transforms import Bounds, ChannelStats
 from hpcdiff.errors import HpcdiffError
 
@@ -163,16 +164,9 @@ def read_manifest(dataset: Path) -> Manifest:
     """The dataset's manifest; a one-line error if it is missing, invalid, of another schema, or
     edited after preprocessing (its content no longer matches its ``manifest_sha256``)."""
     path = Path(dataset) / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HpcdiffError(f"{dataset}: not a dataset (no {MANIFEST}); run hpcdiff preprocess") from None
-    except (OSError, ValueError) as err:
-        raise HpcdiffError(f"{path}: cannot read the manifest ({err})") from None
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        raise HpcdiffError(f"{path}: schema version {version!r}, this hpcdiff reads {SCHEMA_VERSION}; "
-                           "preprocess again")
+    data = read_versioned_json(path, version_key="schema_version", version=SCHEMA_VERSION,
+                               missing=f"{dataset}: not a dataset (no {MANIFEST}); run hpcdiff preprocess",
+                               upgrade="preprocess again")
     _check_stamp(data, path)
     try:
         return parse_manifest(data, root=Path(dataset))

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hpcdiff.config import from_dict, to_dict
+from hpcdiff.config import from_dict, read_versioned_json, to_dict
 from hpcdiff.data.manifest import Channel, parse_channels
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import create_temporary, ensure_writable_dir
@@ -59,16 +59,9 @@ class SamplePlan:
 
 def read_plan(out: Path) -> SamplePlan:
     path = Path(out) / PLAN
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HpcdiffError(f"{out}: not a sampling output (no {PLAN})") from None
-    except (OSError, ValueError) as err:
-        raise HpcdiffError(f"{path}: corrupt ({err})") from None
-    if not isinstance(data, dict) or data.get("version") != PLAN_VERSION:
-        version = data.get("version") if isinstance(data, dict) else None
-        raise HpcdiffError(f"{path}: plan version {version!r}, this hpcdiff reads {PLAN_VERSION}; sample "
-                           "into a new folder")
+    data = read_versioned_json(path, version_key="version", version=PLAN_VERSION,
+                               missing=f"{out}: not a sampling output (no {PLAN})",
+                               upgrade="sample into a new folder")
     return from_dict(SamplePlan, data, where=str(path))
 
 
