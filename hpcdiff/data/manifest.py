@@ -121,9 +121,15 @@ class Manifest:
         return normalization_fingerprint(self.normalization())
 
 
-def normalization_fingerprint(normalization: Mapping[str, Any]) -> str:
-    text = json.dumps(normalization, sort_keys=True, separators=(",", ":"))
+def canonical_sha256(data: Any) -> str:
+    """SHA-256 of the canonical JSON of ``data`` (sorted keys, compact separators): independent of a
+    file's indentation and key order."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def normalization_fingerprint(normalization: Mapping[str, Any]) -> str:
+    return canonical_sha256(normalization)
 
 
 def check_replaceable(out: Path) -> None:
@@ -135,11 +141,8 @@ def check_replaceable(out: Path) -> None:
 
 
 def manifest_checksum(data: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, compact separators) of ``data`` without
-    :data:`CHECKSUM_KEY`: independent of the file's indentation and key order."""
-    body = {key: value for key, value in data.items() if key != CHECKSUM_KEY}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """:func:`canonical_sha256` of ``data`` without :data:`CHECKSUM_KEY`."""
+    return canonical_sha256({key: value for key, value in data.items() if key != CHECKSUM_KEY})
 
 
 def write_manifest(dataset: Path, data: Mapping[str, Any]) -> Path:

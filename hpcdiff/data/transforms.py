@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.variables import count_outside
 
 Shape = Callable[[np.ndarray], np.ndarray]
 TRANSFORMS: dict[str, tuple[Shape, Shape]] = {
@@ -106,12 +107,7 @@ def inverse_transform_counted(channels: Sequence[tuple[ChannelStats, Bounds]],
     clamped = []
     for c, (stats, (lower, upper)) in enumerate(channels):
         physical = inverse(array[..., c, :, :], stats)
-        outside = np.zeros(physical.shape, bool)
-        if lower is not None:
-            outside |= physical < lower
-        if upper is not None:
-            outside |= physical > upper
-        clamped.append(int(outside.sum()))
+        clamped.append(count_outside(physical, (lower, upper)))
         out[..., c, :, :] = np.clip(physical, lower, upper) if clamped[-1] else physical
     return out, clamped
 

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from hpcdiff.data.manifest import Manifest, parse_manifest, read_manifest
-from hpcdiff.data.shards import file_sha256
 from hpcdiff.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.models.denoiser import Denoiser
@@ -64,13 +63,13 @@ def open_run(job: SampleJob, run_dir: Path) -> tuple[SampleJob, TrainedRun]:
     """Load the checkpoint ``job`` names and find its dataset. Returns the job with the checkpoint and
     the dataset made absolute (so array tasks started later use the same ones), and the run."""
     path = resolve_checkpoint(run_dir, job.sample.checkpoint)
-    state = ckpt.load_state(path)
+    state = ckpt.load_state(path)  # verified against checksums.json: its recorded hash is the file's
     where = f"{path}/state.pt"
     spec = RunSpec.from_state(state.get("run_spec"), where=where)
     trained_on = Path(state["config"]["data"]["dataset"])
     dataset = Path(job.dataset if job.dataset is not None else trained_on).resolve()
     run = TrainedRun(run_dir=Path(run_dir).resolve(), checkpoint=path,
-                     checkpoint_sha256=file_sha256(path / "state.pt"), state=state, spec=spec,
+                     checkpoint_sha256=ckpt.read_checksums(path)[ckpt.STATE], state=state, spec=spec,
                      manifest=parse_manifest(state["manifest"], root=trained_on), dataset=dataset)
     check_dataset(run, read_manifest(dataset))
     check_weights(spec, state["ema"], where=where)
@@ -126,13 +125,10 @@ def resolved_steps(section: SamplerSection, spec: RunSpec) -> int:
 
 
 def load_network(run: TrainedRun, *, device: torch.device) -> Denoiser:
-    """The run's denoiser with the checkpoint's EMA weights (fp32), in eval mode on ``device``."""
+    """The run's denoiser with the checkpoint's EMA weights (fp32, checked by :func:`check_weights` when
+    the run was opened), in eval mode on ``device``."""
     model = run.spec.build_model()
-    try:
-        model.load_state_dict(run.state["ema"])
-    except (KeyError, RuntimeError) as err:
-        raise HpcdiffError(f"{run.checkpoint}/state.pt: EMA weights do not fit the run spec "
-                           f"({str(err).splitlines()[0]})") from None
+    model.load_state_dict(run.state["ema"])
     return model.to(device).eval()
 
 
