@@ -30,10 +30,21 @@ setup(
         "matplotlib>=3.7",
         "submitit>=1.5",
         "tensorboard>=2.12",
+        # real inputs: GRIB through cfgrib on ecCodes' PyPI wheels, DANRA as Zarr, units through pint
+        "cfgrib>=0.9.14",
+        "eccodes>=2.37",
+        "zarr>=2.18",
+        "pint>=0.23",
+        # the field's verification and indices
+        "xsdba>=0.5",
+        "scores>=2.0",
+        "xclim>=0.55",
     ],
     extras_require={
         "mpi": ["mpi4py>=3.1", "mpich"],
         "deepspeed": ["deepspeed>=0.14"],
+        # trace analysis for hpcdiff profile (it brings jupyterlab, hence optional)
+        "profile": ["HolisticTraceAnalysis>=0.5"],
         "test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5", "compliance-checker>=5.1"],
     },
     entry_points={"console_scripts": ["hpcdiff = hpcdiff.cli:main"]},

@@ -17,6 +17,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     else
         "${pip[@]}" torch==2.13.0 deepspeed
     fi
-    "${pip[@]}" -e ".[mpi,test]"
+    "${pip[@]}" -e ".[mpi,test,profile]"
     echo "$want" > "$stamp"
 fi
