@@ -95,3 +95,41 @@ def year_of(when: np.ndarray | np.datetime64 | int | Sequence[int]) -> np.ndarra
     elif values.dtype.kind != "M":
         raise TypeError(f"year_of takes datetime64 values or integer day numbers, not {values.dtype}")
     return values.astype("datetime64[Y]").astype(np.int64) + 1970
+
+
+STANDARD_CALENDARS = ("standard", "gregorian", "proleptic_gregorian")
+DURATION_SECONDS = {"seconds": 1, "second": 1, "s": 1, "minutes": 60, "minute": 60, "min": 60,
+                    "hours": 3600, "hour": 3600, "h": 3600, "days": 86400, "day": 86400, "d": 86400}
+
+
+def decode_cf_times(values: np.ndarray, units: str | None, calendar: str | None, *, where: str) -> np.ndarray:
+    """Instants ``[...]`` datetime64[s] (same shape) of a CF time coordinate's raw numbers with ``units``
+    ``"<unit> since <reference>"``; values already datetime64 pass through. Standard calendars only."""
+    values = np.asarray(values)
+    if values.dtype.kind == "M":
+        return values.astype("datetime64[s]")
+    if units is None or "since" not in str(units):
+        raise HpcdiffError(f"{where}: time coordinate has no 'units since reference' attribute")
+    calendar = str(calendar or "standard").lower()
+    if calendar not in STANDARD_CALENDARS:
+        raise HpcdiffError(f"{where}: time calendar {calendar!r} is not supported (standard calendars only)")
+    import cftime
+
+    try:
+        dates = cftime.num2date(np.asarray(values, dtype=np.float64).ravel(), str(units), calendar,
+                                only_use_cftime_datetimes=False, only_use_python_datetimes=True)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise HpcdiffError(f"{where}: cannot decode time units {units!r} ({err})") from None
+    return np.array(dates, dtype="datetime64[s]").reshape(values.shape)
+
+
+def decode_cf_durations(values: np.ndarray, units: str | None, *, where: str) -> np.ndarray:
+    """Durations ``[...]`` timedelta64[s] of a CF duration coordinate (cfgrib's forecast ``step``):
+    numbers with ``units`` seconds, minutes, hours or days; timedelta64 values pass through."""
+    values = np.asarray(values)
+    if values.dtype.kind == "m":
+        return values.astype("timedelta64[s]")
+    seconds = DURATION_SECONDS.get(str(units).strip().lower()) if units is not None else None
+    if seconds is None:
+        raise HpcdiffError(f"{where}: duration units {units!r} are not seconds, minutes, hours or days")
+    return np.round(np.asarray(values, np.float64) * seconds).astype(np.int64).astype("timedelta64[s]")

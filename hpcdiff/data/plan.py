@@ -3,8 +3,9 @@ read block. Only coordinates are read here; every rank computes the same plan in
 
 A rank gets a contiguous share of each split's (sorted) dates, so concatenating the shards of a split
 in rank order gives the dates in order whatever the number of ranks. Reads happen in *blocks*: runs
-of consecutive days within one ERA5 file, one target file and one shard, at most :data:`READ_DAYS`
-long, so memory is bounded by a block, not by the number of years.
+of consecutive days within one target file and one shard, at most :data:`READ_DAYS` long, so memory is
+bounded by a block, not by the number of years. A block's ERA5 days may span several ERA5 files
+(:mod:`hpcdiff.data.era5` assembles them).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcdiff.data.era5 import Era5Inputs, scan_era5_inputs
+from hpcdiff.data.formats import ZARR_MARKERS
 from hpcdiff.data.recipe import PreprocessRecipe
-from hpcdiff.data.sources import Era5File, TargetFile, TargetGrid, read_target_grid, scan_era5, scan_target
+from hpcdiff.data.sources import TargetFile, TargetGrid, read_target_grid, scan_target
 from hpcdiff.data.split import SPLITS, split_dates
 from hpcdiff.data.statics import check_same_grid
 from hpcdiff.errors import HpcdiffError
@@ -29,7 +32,7 @@ READ_DAYS = 8  # days per read block: bounds memory (hourly ERA5: 744 steps x gr
 class Inputs:
     """The scanned input files (coordinates only) and the target grid."""
 
-    era5: list[Era5File]
+    era5: Era5Inputs
     targets: list[TargetFile]
     grid: TargetGrid
     static: Path
@@ -37,16 +40,13 @@ class Inputs:
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-    """Consecutive days read together. ``era5_index`` ``[n, steps_per_day]`` and ``target_index``
-    ``[n]`` are time indices into ``inputs.era5[era5]`` and ``inputs.targets[target]``; the samples go
-    to positions ``offset .. offset + n`` of shard ``shard``."""
+    """Consecutive days read together. ``target_index`` ``[n]`` are time indices into
+    ``inputs.targets[target]``; the samples go to positions ``offset .. offset + n`` of shard ``shard``."""
 
     split: str
     shard: int
     offset: int
     dates: np.ndarray
-    era5: int
-    era5_index: np.ndarray
     target: int
     target_index: np.ndarray
 
@@ -60,28 +60,27 @@ class ShardPlan:
 
 
 def find_files(root: Path, patterns: Sequence[str], *, what: str) -> list[Path]:
-    """Sorted files matching glob ``patterns`` (relative to ``root``); an error if none match."""
+    """Sorted inputs matching glob ``patterns`` (relative to ``root``): files, and folders that are Zarr
+    stores; an error if none match."""
     paths: set[Path] = set()
     for pattern in patterns:
         full = pattern if Path(pattern).is_absolute() else str(root / pattern)
-        paths.update(Path(p) for p in glob.glob(full) if Path(p).is_file())
+        paths.update(Path(p) for p in glob.glob(full) if Path(p).is_file() or _is_zarr(Path(p)))
     if not paths:
         raise HpcdiffError(f"{what}: no files match {list(patterns)} under {root}")
     return sorted(paths)
 
 
+def _is_zarr(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).exists() for marker in ZARR_MARKERS)
+
+
 def scan_inputs(recipe: PreprocessRecipe) -> Inputs:
     """Scan every ERA5 and target file: time axes, grids, variables and units (no values)."""
     root = recipe.root
-    era5_vars = {v.name: v.units for v in recipe.era5.variables}
     target_vars = {v.name: v.units for v in recipe.target.variables}
-    era5 = [scan_era5(p, frequency=recipe.era5.frequency, variables=era5_vars)
-            for p in find_files(root, recipe.era5.files, what="era5.files")]
-    for info in era5[1:]:
-        if not (np.array_equal(info.lat, era5[0].lat) and np.array_equal(info.lon, era5[0].lon)):
-            raise HpcdiffError(f"{info.path}: ERA5 grid differs from {era5[0].path}'s")
-        if info.step_s != era5[0].step_s:
-            raise HpcdiffError(f"{info.path}: time step {info.step_s} s differs from {era5[0].path}'s")
+    era5 = scan_era5_inputs(find_files(root, recipe.era5.files, what="era5.files"), recipe.era5.variables,
+                            frequency=recipe.era5.frequency)
     target_paths = find_files(root, recipe.target.files, what="target.files")
     grid = read_target_grid(target_paths[0])
     for path in target_paths[1:]:
@@ -103,30 +102,31 @@ def domain_window(recipe: PreprocessRecipe, grid: TargetGrid) -> tuple[slice, sl
     return slice(y0, y1), slice(x0, x1)
 
 
-def _locate(files: Sequence[Era5File] | Sequence[TargetFile], dates_of: str) -> dict[np.datetime64, int]:
-    """date → index of the file that holds it; a date in two files is an error."""
+def _locate(files: Sequence[TargetFile]) -> dict[np.datetime64, int]:
+    """date → index of the target file that holds it; a date in two files is an error."""
     where: dict[np.datetime64, int] = {}
     for i, info in enumerate(files):
-        dates = info.complete_dates() if dates_of == "era5" else info.dates
-        for date in dates.tolist():
+        for date in info.dates.tolist():
             if date in where:
                 raise HpcdiffError(f"{info.path}: date {date} is also in {files[where[date]].path}")
             where[date] = i
     return where
 
 
-def check_era5_covers(dates: np.ndarray, inputs: Inputs, *, era5_at: dict, target_at: dict) -> None:
+def era5_dates(inputs: Inputs) -> np.ndarray:
+    """The dates ``[n]`` datetime64[D] on which every ERA5 variable is complete."""
+    return inputs.era5.complete_dates()
+
+
+def check_era5_covers(dates: np.ndarray, inputs: Inputs, *, target_at: dict) -> None:
     """Every target date of the splits needs a complete ERA5 day (mismatched time axes otherwise). The
-    error names the ERA5 file whose time span is nearest to the date and the target file."""
-    for date in dates.tolist():
-        if date not in era5_at:
-            moment = np.datetime64(date, "s")
-            zero = np.timedelta64(0, "s")
-            gaps = [max(f.times[0] - moment, moment - f.times[-1], zero) for f in inputs.era5]
-            nearest = inputs.era5[int(np.argmin(gaps))]
-            raise HpcdiffError(f"{nearest.path}: no complete ERA5 day {date} (file spans {nearest.times[0]} "
-                               f".. {nearest.times[-1]}) for the target date in "
-                               f"{inputs.targets[target_at[date]].path} (mismatched time axes)")
+    error names the ERA5 file nearest to the first missing value, the variable, the hour and the
+    target file."""
+    complete = inputs.era5.complete(dates)
+    if not complete.all():
+        date = dates[np.flatnonzero(~complete)[0]]
+        raise HpcdiffError(f"{inputs.era5.missing(date)}; the target date is in "
+                           f"{inputs.targets[target_at[date.item()]].path} (mismatched time axes?)")
 
 
 def plan_splits(recipe: PreprocessRecipe, inputs: Inputs) -> dict[str, np.ndarray]:
@@ -134,9 +134,9 @@ def plan_splits(recipe: PreprocessRecipe, inputs: Inputs) -> dict[str, np.ndarra
     available = np.concatenate([t.dates for t in inputs.targets])
     where = f"target files {inputs.targets[0].path.parent}"
     splits = split_dates(available, recipe.split, where=where)
-    era5_at, target_at = _locate(inputs.era5, "era5"), _locate(inputs.targets, "target")
+    target_at = _locate(inputs.targets)
     for dates in splits.values():
-        check_era5_covers(dates, inputs, era5_at=era5_at, target_at=target_at)
+        check_era5_covers(dates, inputs, target_at=target_at)
     return splits
 
 
@@ -152,31 +152,29 @@ def plan_shards(splits: dict[str, np.ndarray], *, rank: int, world_size: int,
 
 
 def plan_blocks(shards: Sequence[ShardPlan], inputs: Inputs) -> list[Block]:
-    """Read blocks for ``shards``: runs of consecutive days in one ERA5 file, one target file and one
-    shard, at most :data:`READ_DAYS` long."""
-    era5_at, target_at = _locate(inputs.era5, "era5"), _locate(inputs.targets, "target")
+    """Read blocks for ``shards``: runs of consecutive days in one target file and one shard, at most
+    :data:`READ_DAYS` long."""
+    target_at = _locate(inputs.targets)
     blocks = []
     for k, shard in enumerate(shards):
         start = 0
         for stop in range(1, shard.dates.size + 1):
             at_end = stop == shard.dates.size
-            if at_end or _breaks(shard.dates, start, stop, era5_at, target_at):
-                blocks.append(_block(shard, k, start, stop, inputs, era5_at, target_at))
+            if at_end or _breaks(shard.dates, start, stop, target_at):
+                blocks.append(_block(shard, k, start, stop, inputs, target_at))
                 start = stop
     return blocks
 
 
-def _breaks(dates: np.ndarray, start: int, stop: int, era5_at: dict, target_at: dict) -> bool:
+def _breaks(dates: np.ndarray, start: int, stop: int, target_at: dict) -> bool:
     """Whether a block ``dates[start:stop]`` must end before ``dates[stop]``."""
     prev, nxt = dates[stop - 1].item(), dates[stop].item()
     return (stop - start >= READ_DAYS or (dates[stop] - dates[stop - 1]) != np.timedelta64(1, "D")
-            or era5_at[prev] != era5_at[nxt] or target_at[prev] != target_at[nxt])
+            or target_at[prev] != target_at[nxt])
 
 
-def _block(shard: ShardPlan, k: int, start: int, stop: int, inputs: Inputs, era5_at: dict,
-           target_at: dict) -> Block:
+def _block(shard: ShardPlan, k: int, start: int, stop: int, inputs: Inputs, target_at: dict) -> Block:
     dates = shard.dates[start:stop]
-    e, t = era5_at[dates[0].item()], target_at[dates[0].item()]
+    t = target_at[dates[0].item()]
     target_index = np.searchsorted(inputs.targets[t].dates, dates)
-    return Block(split=shard.split, shard=k, offset=start, dates=dates, era5=e,
-                 era5_index=inputs.era5[e].day_index(dates), target=t, target_index=target_index)
+    return Block(split=shard.split, shard=k, offset=start, dates=dates, target=t, target_index=target_index)

@@ -34,6 +34,8 @@ from hpcdiff import __version__
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data import plan as planning
 from hpcdiff.data.collective import Collective
+from hpcdiff.data.era5 import units_of
+from hpcdiff.data.formats import OpenInputs
 from hpcdiff.data.manifest import SCHEMA_VERSION, check_replaceable, write_manifest
 from hpcdiff.data.recipe import PreprocessRecipe, resolve_root
 from hpcdiff.data.regrid import BilinearPlan, apply_bilinear, plan_bilinear
@@ -47,7 +49,7 @@ from hpcdiff.data.shards import (
     shard_name,
     standardize_shard,
 )
-from hpcdiff.data.sources import OpenFiles, read_era5_days, read_target_days
+from hpcdiff.data.sources import read_target_days
 from hpcdiff.data.statics import StaticFields, load_statics
 from hpcdiff.data.transforms import RunningStats, channel_stats, merged, shape_forward
 from hpcdiff.dist import DistEnv
@@ -110,8 +112,8 @@ def prepare(recipe: PreprocessRecipe) -> Setup:
     inputs = planning.scan_inputs(recipe)
     window = planning.domain_window(recipe, inputs.grid)
     statics = load_statics(inputs.static, recipe.static, grid=inputs.grid, window=window)
-    era5 = inputs.era5[0]
-    regrid = plan_bilinear(era5.lat, era5.lon, statics.lat, statics.lon, where=str(era5.path))
+    era5 = inputs.era5
+    regrid = plan_bilinear(era5.lat, era5.lon, statics.lat, statics.lon, where=str(era5.files[0]))
     channels = len(recipe.era5.variables) + len(recipe.target.variables)
     per_shard = samples_per_shard(sample_bytes=channels * statics.lsm.size * 4 + 8,
                                   samples=recipe.shards.samples_per_shard, shard_mb=recipe.shards.shard_mb,
@@ -120,13 +122,12 @@ def prepare(recipe: PreprocessRecipe) -> Setup:
                  statics=statics, regrid=regrid, per_shard=per_shard)
 
 
-def read_block(setup: Setup, block: planning.Block, files: OpenFiles) -> tuple[np.ndarray, np.ndarray]:
+def read_block(setup: Setup, block: planning.Block, files: OpenInputs) -> tuple[np.ndarray, np.ndarray]:
     """One block's conditions ``[n, Cc, H, W]`` and targets ``[n, Ct, H, W]`` in transformed (``g``,
     un-normalized) space, float32."""
     recipe = setup.recipe
-    era5 = read_era5_days(files, setup.inputs.era5[block.era5], recipe.era5.variables, index=block.era5_index)
-    cond = apply_bilinear(setup.regrid, era5)
-    target = read_target_days(files, setup.inputs.targets[block.target].path, recipe.target.variables,
+    cond = apply_bilinear(setup.regrid, setup.inputs.era5.read_days(files, block.dates))
+    target = read_target_days(files, setup.inputs.targets[block.target], recipe.target.variables,
                               index=block.target_index, window=setup.window)
     for c, spec in enumerate(recipe.era5.variables):
         cond[:, c] = shape_forward(cond[:, c], kind=spec.transform, scale=spec.scale)
@@ -149,7 +150,7 @@ def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: l
     for block in blocks:
         by_shard.setdefault(block.shard, []).append(block)
     total = sum(s.dates.size for s in shards)
-    with OpenFiles() as files, tqdm(total=total, disable=not progress, unit="day", file=sys.stderr,
+    with OpenInputs() as files, tqdm(total=total, disable=not progress, unit="day", file=sys.stderr,
                                     desc="preprocess") as bar:
         for k, shard in enumerate(shards):
             with create_shard(folder / shard_name(shard.split, shard.rank, shard.index), n=shard.dates.size,
@@ -244,7 +245,7 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
                 "residual_rms": rms}
                for v, s, rms in zip(recipe.target.variables, channels["target"], channels["residual_rms"],
                                     strict=True)]
-    conditions = [{"name": v.name, "units": "kg m-2" if v.kind == "accumulation" else v.units,
+    conditions = [{"name": v.name, "units": units_of(v),
                    "source_units": v.units, "kind": v.kind, "stats": s}
                   for v, s in zip(recipe.era5.variables, channels["cond"], strict=True)]
     splits = {}

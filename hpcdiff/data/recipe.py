@@ -22,17 +22,28 @@ MAX_SHARD_MB = 65536.0  # 64 GiB: a larger shard is a unit mistake (GB written a
 
 @dataclasses.dataclass(frozen=True)
 class Era5Variable:
-    """One dynamic condition channel read from the ERA5 files."""
+    """One dynamic condition channel read from the ERA5 (or other coarse) inputs."""
 
-    name: str  # variable name in the files: t2m, tp, e, msl, u10, v10, ...
-    units: str  # units the files must carry, e.g. K, m, Pa, m s-1
-    kind: Literal["state", "accumulation"] = "state"
+    name: str  # channel name: t2m, tp, e, msl, u10, v10, ...
+    units: str  # units the values are converted to (pint), e.g. K, m, Pa, m s-1
+    kind: Literal["state", "accumulation", "flux"] = "state"
     transform: TransformKind = "zscore"
-    scale: float = 1.0  # transform scale in the daily output units (kg m-2 for accumulations)
+    scale: float = 1.0  # transform scale in the daily output units (kg m-2 for accumulations and fluxes)
+    source: str | None = None  # name in the files when it differs (e.g. pr); default: name or GRIB short name
+    # hours after 00 UTC of the date whose hourly values make the day, first and last included;
+    # null: 00..23 for states and fluxes, 01..24 for accumulations (stamped at the end of their hour)
+    window: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.scale <= 0:
             raise ValueError(f"scale of {self.name} must be positive")
+        if self.window is not None:
+            if len(self.window) != 2:
+                raise ValueError(f"window of {self.name} must be [first, last] hours")
+            first, last = self.window
+            if not (-24 <= first <= last <= 48 and last - first < 48):
+                raise ValueError(f"window of {self.name} must be [first, last] hours with first <= last, "
+                                 f"got {list(self.window)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,10 +47,12 @@ def era5_value(name: str, hours: np.ndarray, lat: np.ndarray, lon: np.ndarray) -
 
 
 def expected_era5(name: str, dates: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """What preprocessing must produce from hourly ERA5 at target points: daily mean (states) or daily
-    sum in kg m-2 (accumulations) ``[n, ...]``."""
+    """What preprocessing must produce from hourly ERA5 at target points: daily mean of the steps
+    stamped 00..23 UTC (states) or daily sum in kg m-2 of those stamped 01..24 UTC (accumulations, which
+    CDS stamps at the end of their hour) ``[n, ...]``."""
     base = (dates.astype("datetime64[h]") - np.datetime64("2000-01-01T00", "h")).astype(np.int64)
-    hours = (base[:, None] + np.arange(24)[None, :]).ravel()
+    first = 1 if name in ("tp", "e") else 0
+    hours = (base[:, None] + np.arange(first, first + 24)[None, :]).ravel()
     values = era5_value(name, hours, lat, lon).reshape(len(dates), 24, *lat.shape)
     return values.sum(axis=1) * 1000.0 if name in ("tp", "e") else values.mean(axis=1)
 
@@ -64,10 +66,11 @@ def _packed(var_values: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 def write_era5(path: Path, year: int, *, days: int, names: tuple[str, ...] = ("t2m", "tp", "e", "msl"),
                flavour: str | None = None) -> None:
-    """Hourly ERA5 for the first ``days`` days of ``year`` in the year's flavour (even: nc3)."""
+    """Hourly ERA5 for the first ``days`` days of ``year`` in the year's flavour (even: nc3), and the
+    00 UTC step after them (the last day's last hourly accumulation)."""
     flavour = flavour or ("nc3" if year % 2 == 0 else "nc4")
     start = (np.datetime64(f"{year}-01-01T00", "h") - np.datetime64("2000-01-01T00", "h")).astype(np.int64)
-    hours = start + np.arange(days * 24)
+    hours = start + np.arange(days * 24 + 1)
     lat2, lon2 = np.meshgrid(ERA5_LAT, ERA5_LON, indexing="ij")
     path.parent.mkdir(parents=True, exist_ok=True)
     with netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_OFFSET" if flavour == "nc3" else "NETCDF4") as ds:

@@ -67,7 +67,8 @@ def test_bad_file_on_one_rank_fails_every_rank_without_hanging(tmp_path):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.startswith("hpcdiff: error:")]
     assert len(lines) == 2, proc.stderr  # one line from each rank, the same error
-    assert all(str(bad) in line and "'tp' has 1 NaN" in line and "(rank 1 of 2)" in line for line in lines)
+    words = "'tp' has 1 fill/missing or NaN values"
+    assert all(str(bad) in line and words in line and "(rank 1 of 2)" in line for line in lines)
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "world"]
 

@@ -52,7 +52,10 @@ def test_typed_manifest_reads_what_was_written(dataset):
     assert manifest.target_names == [c["name"] for c in raw["targets"]]
     assert {c.name: c.bounds for c in manifest.targets} == {"t2m": (0.0, None), "tp": (0.0, None),
                                                             "e": (None, None)}
-    assert all(c.residual_rms is not None and 0 < c.residual_rms < 1 for c in manifest.targets)
+    # the mini world's tp target is its condition times unit-mean gamma noise: a residual about as wide
+    # as the target itself; t2m and e targets are their conditions plus small noise
+    rms = {c.name: c.residual_rms for c in manifest.targets}
+    assert 0 < rms["t2m"] < 0.5 and 0 < rms["e"] < 0.5 and 0.5 < rms["tp"] < 1.5, rms
     for split in manifest.splits.values():
         for shard in split.shards:
             assert (dataset / shard.path).stat().st_size == shard.bytes
@@ -179,15 +182,18 @@ BAD_INPUTS = {
     # name: (file to damage, damage, words the error must contain)
     "truncated": ("era5/era5_2001.nc", lambda p: p.write_bytes(p.read_bytes()[:3000]), "NetCDF"),
     "not-netcdf": ("era5/era5_2002.nc", lambda p: p.write_text("<html>502 Bad Gateway</html>"),
-                   "not a readable NetCDF file"),
+                   "not a readable NetCDF, GRIB or Zarr input"),
     "missing-variable": ("danra/danra_2001.nc", lambda p: _rename(p, "tp", "pr"), "missing variable 'tp'"),
-    "nan": ("era5/era5_2001.nc", lambda p: _nc_set(p, "t2m", (5, 1, 2), np.nan), "'t2m' has 1 NaN"),
-    "fill": ("era5/era5_2000.nc", lambda p: _nc_set(p, "msl", (30, 0, 0), np.ma.masked), "'msl' has 1 fill"),
+    "nan": ("era5/era5_2001.nc", lambda p: _nc_set(p, "t2m", (5, 1, 2), np.nan),
+            "'t2m' has 1 fill/missing or NaN values, first at 2001-01-01T05:00"),
+    "fill": ("era5/era5_2000.nc", lambda p: _nc_set(p, "msl", (30, 0, 0), np.ma.masked),
+             "'msl' has 1 fill/missing or NaN values, first at 2000-01-02T06:00"),
     "target-nan": ("danra/danra_2003.nc", lambda p: _nc_set(p, "e", (slice(None), 0, 0), np.nan), "'e' has"),
-    "time-axes": ("era5/era5_2002.nc", lambda p: _shorten(p), "no complete ERA5 day 2002-01-12"),
+    "time-axes": ("era5/era5_2002.nc", lambda p: _shorten(p),
+                  "'t2m' has no value for 2002-01-12T01:00:00 UTC, needed for 2002-01-12"),
     "no-lat-lon": ("danra/danra_2000.nc", lambda p: _rename(p, "lat", "nav_lat"), "no 2-D 'lat'"),
-    "units": ("era5/era5_2003.nc", lambda p: _set_attr(p, "tp", "units", "mm"),
-              "units 'mm', the recipe expects 'm'"),
+    "units": ("era5/era5_2003.nc", lambda p: _set_attr(p, "tp", "units", "K"),
+              "units 'K' cannot be converted to 'm'"),
 }
 
 
@@ -259,3 +265,34 @@ def test_synthetic_world_matches_the_generators_bilinear_baseline(tiny_dataset):
     with h5py.File(dataset / "static.h5", "r") as f:
         land = f["lsm"][...] == 1
     np.testing.assert_allclose(target[:, :, land].mean(axis=(0, 2)), 0.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_grib_monthly_files_and_zarr_targets_give_the_netcdf_dataset(dataset, world, tmp_path):
+    """The same world as users may hold it: ERA5 as monthly GRIB files written with ecCodes (analyses and
+    06/18 UTC forecast steps; the 12th's last accumulation hour in the next month's file for December),
+    DANRA as Zarr stores. The dataset equals the NetCDF one to GRIB's 24-bit packing."""
+    import xarray as xr
+    from era5_layouts import write_grib
+
+    other = tmp_path / "world"
+    for year in (2000, 2001, 2002, 2003):
+        # January's file ends on the 12th at 23 UTC; the 13th 00 UTC comes from a "February" file
+        write_grib(other / "era5" / f"era5_{year}_01.grib", first=f"{year}-01-01T00", last=f"{year}-01-12T23")
+        write_grib(other / "era5" / f"era5_{year}_02.grib", first=f"{year}-01-13T00", last=f"{year}-01-13T00")
+        with xr.open_dataset(world / "danra" / f"danra_{year}.nc", decode_times=False) as ds:
+            ds.chunk({"time": 4, "y": 5, "x": 7}).to_zarr(other / "danra" / f"danra_{year}.zarr", zarr_format=2)
+    (other / "static").mkdir()
+    (other / "static" / "static.nc").write_bytes((world / "static" / "static.nc").read_bytes())
+    recipe = write_recipe(tmp_path / "recipe.yaml", other)
+    recipe.write_text(recipe.read_text().replace("era5/era5_*.nc", "era5/era5_*.grib")
+                      .replace("danra/danra_*.nc", "danra/danra_*.zarr"))
+    out = tmp_path / "ds"
+    assert main(["preprocess", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    for split in ("train", "val", "test"):
+        ref_manifest, ref_target = read_split(dataset, split, "target")
+        manifest, target = read_split(out, split, "target")
+        assert manifest["splits"][split]["dates"] == ref_manifest["splits"][split]["dates"]
+        np.testing.assert_array_equal(target, ref_target)
+        cond, ref_cond = read_split(out, split, "cond")[1], read_split(dataset, split, "cond")[1]
+        np.testing.assert_allclose(cond, ref_cond, atol=2e-3)  # normalized units; nc3 int16 vs GRIB 24 bits

@@ -7,8 +7,10 @@ is descending in both; ``e`` is in ``m of water equivalent`` (the CDS spelling),
 evaporation.
 
 The law is defined on the files as written (after packing), so :func:`coarse_daily` reads them with
-the preprocessing's own reader (:func:`hpcdiff.data.sources.read_era5_days`): the truth, the oracle and
-the bilinear baseline start from exactly the numbers a preprocessed dataset's conditions start from.
+the preprocessing's own reader (:mod:`hpcdiff.data.era5`): the truth, the oracle and the bilinear
+baseline start from exactly the numbers a preprocessed dataset's conditions start from. Hourly
+accumulations are stamped at the end of their hour, as CDS stamps them (see
+:func:`hpcdiff.data.synth.weather.era5_fields`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
+from hpcdiff.data.era5 import scan_era5_inputs
+from hpcdiff.data.formats import OpenInputs
 from hpcdiff.data.recipe import Era5Variable
-from hpcdiff.data.sources import OpenFiles, read_era5_days, scan_era5
 from hpcdiff.data.synth.geometry import World
 from hpcdiff.data.synth.meta import (
     ACCUMULATIONS,
@@ -127,18 +130,15 @@ def check_dates(world: World, dates: np.ndarray) -> None:
 def coarse_daily(world: World, dates: Sequence | np.ndarray) -> dict[str, np.ndarray]:
     """ERA5 daily aggregates ``[T, n_lat, n_lon]`` float64 on the ERA5 grid (latitude descending) read
     from the files by the preprocessing's reader: t2m (K), msl (Pa), u10/v10 (m s-1) daily means of the
-    steps stamped 00..23 UTC; tp, e daily sums (kg m-2)."""
+    steps stamped 00..23 UTC; tp, e daily sums (kg m-2) of the steps stamped 01..24 UTC."""
     dates = as_dates(dates)
     check_dates(world, dates)
-    years = year_of(dates)
-    variables = era5_variables()
-    units = {v.name: v.units for v in variables}
-    out = {name: np.empty((dates.size, world.era5_lat.size, world.era5_lon.size)) for name in ERA5_VARS}
-    with OpenFiles() as files:
-        for year in np.unique(years).tolist():
-            sel = np.flatnonzero(years == year)
-            info = scan_era5(world.era5_path(year), frequency=world.era5_freq, variables=units)
-            block = read_era5_days(files, info, variables, index=info.day_index(dates[sel]))
-            for c, name in enumerate(ERA5_VARS):
-                out[name][sel] = block[:, c]
-    return out
+    years = np.unique(year_of(dates)).tolist()
+    paths = [world.era5_path(y) for y in years]
+    # a year's last day ends with the 00 UTC step of the next year's file when that year continues it
+    paths += [world.era5_path(y + 1) for y in years if y + 1 in world.dates and y + 1 not in years
+              and world.dates[y + 1][0] - world.dates[y][-1] == np.timedelta64(1, "D")]
+    inputs = scan_era5_inputs(paths, era5_variables(), frequency=world.era5_freq)
+    with OpenInputs() as files:
+        daily = inputs.read_days(files, dates)
+    return {name: daily[:, c] for c, name in enumerate(ERA5_VARS)}

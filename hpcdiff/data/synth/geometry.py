@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from hpcdiff.data.formats import open_inputs
 from hpcdiff.data.lambert import LambertConformal, ProjectedGrid, centred_grid
 from hpcdiff.data.regrid import BilinearPlan, plan_bilinear
-from hpcdiff.data.sources import open_netcdf
 from hpcdiff.data.synth.fields import gaussian_field, padded_shape
 from hpcdiff.data.synth.law import Law, OrographySpec, Preset, law_from_dict
 from hpcdiff.data.synth.meta import ERA5_STEP_DEG, FORMAT_VERSION, TAG_OROGRAPHY
@@ -192,8 +192,9 @@ def load_world(root: Path) -> World:
     era5_lat, era5_lon = _era5_axes(meta["era5_grid"])
     dates = {int(y): np.arange(np.datetime64(a, "D"), np.datetime64(b, "D") + 1)
              for y, (a, b) in meta["dates"].items()}
-    with open_netcdf(root / "static" / "static.nc") as ds:
-        static = {k: np.asarray(ds[k][:], np.float64) for k in ("lat", "lon", "lsm", "orography")}
+    (ds,) = open_inputs(root / "static" / "static.nc")
+    with ds:
+        static = {k: np.asarray(ds[k].values, np.float64) for k in ("lat", "lon", "lsm", "orography")}
     return World(root=root, preset=meta["preset"], seed=int(meta["seed"]), law=law_from_dict(meta["law"]),
                  era5_freq=meta["era5_freq"], dates=dates,
                  flavours={int(y): f for y, f in meta["era5_flavours"].items()},

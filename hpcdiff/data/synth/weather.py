@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpcdiff.data.sources import WATER_KG_M3
 from hpcdiff.data.synth.fields import gaussian_field, padded_shape
 from hpcdiff.data.synth.geometry import World
 from hpcdiff.data.synth.law import NoiseSpec
 from hpcdiff.data.synth.meta import SEED_EPOCH, TAG_LATENT
+from hpcdiff.data.units import WATER_KG_M3
 from hpcdiff.timeaxis import fractional_day_of_year, to_days
 
 OMEGA = 7.292e-5  # earth's rotation, rad s-1
@@ -42,13 +42,22 @@ def latent_anchors(world: World, days: np.ndarray) -> np.ndarray:
 
 def _steps_of_year(world: World, year: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``times`` ``[T]`` datetime64[s] of ``year``'s ERA5 file, the day index ``[T]`` into the anchors
-    of ``days`` = dates + the day after, and the fraction of the day ``[T]``."""
+    of ``days`` = dates + the two days after, and the fraction of the day ``[T]``.
+
+    Hourly files hold the steps 00..23 UTC of each date and, after a date whose next day is not in the
+    world, that day's 00 UTC step: CDS stamps an hourly accumulation at the end of its hour, so a day's
+    total needs it (in the next year's file when that year continues the dates)."""
     dates = world.dates[year]
     if world.era5_freq == "1D":
         return dates.astype("datetime64[s]"), np.arange(dates.size), np.zeros(dates.size)
     hours = np.arange(24)
     times = (dates.astype("datetime64[s]")[:, None] + hours * np.timedelta64(3600, "s")).ravel()
-    return times, np.repeat(np.arange(dates.size), 24), np.tile(hours / 24.0, dates.size)
+    index, frac = np.repeat(np.arange(dates.size), 24), np.tile(hours / 24.0, dates.size)
+    after = dates[-1] + np.timedelta64(1, "D")
+    if not np.isin(after, world.dates.get(year + 1, np.array([], "datetime64[D]"))):
+        times = np.append(times, after.astype("datetime64[s]"))
+        index, frac = np.append(index, dates.size), np.append(frac, 0.0)
+    return times, index, frac
 
 
 def era5_fields(world: World, year: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -57,7 +66,7 @@ def era5_fields(world: World, year: int) -> tuple[np.ndarray, dict[str, np.ndarr
     and e are accumulations over the time step (1 h or 1 day)."""
     times, index, frac = _steps_of_year(world, year)
     days = to_days(world.dates[year], epoch=SEED_EPOCH)
-    anchors = latent_anchors(world, np.append(days, days[-1] + 1))
+    anchors = latent_anchors(world, np.append(days, [days[-1] + 1, days[-1] + 2]))
     f = frac[:, None, None, None]
     latent = (1 - f) * anchors[index] + f * anchors[index + 1]  # [T, 4, n_lat, n_lon]
     return times, coarse_weather(world, times, latent)

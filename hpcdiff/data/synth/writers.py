@@ -90,12 +90,11 @@ def write_static(path: Path, world: World) -> None:
         ds.setncatts({"Conventions": "CF-1.8", "title": "static fields of the synthetic world (hpcdiff)"})
 
 
-def write_year(world: World, year: int) -> None:
-    """ERA5 file of ``year``, then the truth, computed from what the ERA5 file decodes to."""
+def write_era5_year(world: World, year: int) -> None:
+    """The ERA5 file of ``year``."""
     times, fields = era5_fields(world, year)
     writer = write_era5_nc3 if world.flavours[year] == "nc3" else write_era5_nc4
     writer(world.era5_path(year), world, times, fields)
-    write_danra(world.danra_path(year), world, world.dates[year])
 
 
 def check_replaceable(out: Path) -> None:
@@ -128,7 +127,10 @@ def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: boo
         for sub in ("era5", "danra", "static"):
             (tmp / sub).mkdir()
         write_static(world.static_path, world)
+        # every ERA5 file first: the truth of a year's last day may read the next year's 00 UTC step
+        for year in world.years:
+            write_era5_year(world, year)
         for year in tqdm(world.years, desc=f"synth {preset}", unit="year", disable=not progress):
-            write_year(world, year)
+            write_danra(world.danra_path(year), world, world.dates[year])
         (tmp / WORLD_JSON).write_text(json.dumps(world_json(world), indent=1, sort_keys=True) + "\n")
     return out

@@ -81,17 +81,21 @@ def packing_scales(world: World, year: int) -> dict[str, float]:
 
 @pytest.mark.parametrize("year", [NC3_YEAR, NC4_YEAR])
 def test_coarse_daily_aggregates_the_intended_hourly_values(world: World, year: int) -> None:
-    """The daily aggregates the law starts from are the mean (states) and the sum x 1000 (m -> kg m-2,
-    accumulations) of the 24 intended hourly values, to the files' packing or float32 rounding."""
+    """The daily aggregates the law starts from are the mean of the 24 intended values stamped 00..23 UTC
+    (states) and the sum x 1000 (m -> kg m-2) of those stamped 01..24 UTC (accumulations, stamped at the
+    end of their hour), to the files' packing or float32 rounding. The file ends with the 00 UTC step
+    after its last date."""
     dates = world.dates[year]
     daily = coarse_daily(world, dates)
-    _, intended = era5_fields(world, year)
+    times, intended = era5_fields(world, year)
+    assert times.size == dates.size * 24 + 1 and times[-1] == (dates[-1] + 1).astype("datetime64[s]")
     scales = packing_scales(world, year)
     for name in ERA5_VARS:
-        hourly = intended[name].reshape(dates.size, 24, *intended[name].shape[1:])
         if name in ACCUMULATIONS:
+            hourly = intended[name][1:].reshape(dates.size, 24, *intended[name].shape[1:])
             expected, per_day = hourly.sum(axis=1) * 1000.0, 24 * 1000.0
         else:
+            hourly = intended[name][:-1].reshape(dates.size, 24, *intended[name].shape[1:])
             expected, per_day = hourly.mean(axis=1), 1.0
         tolerance = per_day * quantum_tolerance(scales[name], intended[name])
         assert daily[name].shape == (dates.size, world.era5_lat.size, world.era5_lon.size)
