@@ -79,7 +79,7 @@ def grib_valid_times(path: Path) -> dict[str, np.ndarray]:
     name and the short name), from the message headers (no values decoded). cfgrib fills the cells of
     its (time, step) hypercube that no message holds with NaN (the first and last forecasts of a
     request have only some steps); these times tell present cells from absent ones."""
-    import eccodes  # noqa: PLC0415 - only for GRIB inputs
+    import eccodes
 
     found: dict[str, list[int]] = {}
     with open(path, "rb") as f:

@@ -281,7 +281,8 @@ def test_grib_monthly_files_and_zarr_targets_give_the_netcdf_dataset(dataset, wo
         write_grib(other / "era5" / f"era5_{year}_01.grib", first=f"{year}-01-01T00", last=f"{year}-01-12T23")
         write_grib(other / "era5" / f"era5_{year}_02.grib", first=f"{year}-01-13T00", last=f"{year}-01-13T00")
         with xr.open_dataset(world / "danra" / f"danra_{year}.nc", decode_times=False) as ds:
-            ds.chunk({"time": 4, "y": 5, "x": 7}).to_zarr(other / "danra" / f"danra_{year}.zarr", zarr_format=2)
+            store = other / "danra" / f"danra_{year}.zarr"
+            ds.chunk({"time": 4, "y": 5, "x": 7}).to_zarr(store, zarr_format=2)
     (other / "static").mkdir()
     (other / "static" / "static.nc").write_bytes((world / "static" / "static.nc").read_bytes())
     recipe = write_recipe(tmp_path / "recipe.yaml", other)
