@@ -1,5 +1,6 @@
 """Input files as xarray datasets, whatever their format: NetCDF 3 or 4, GRIB 1 or 2 (cfgrib on
-ecCodes' PyPI wheels) and Zarr stores (DANRA as distributed). Everything is opened lazily: values are
+ecCodes' PyPI wheels), Zarr stores (DANRA as distributed) and the new CDS's zip downloads (one NetCDF
+per step type inside, read in place: nothing is extracted). Everything is opened lazily: values are
 read when a slice of a variable is asked for, so a block of days reads only its own bytes (HDF5 and
 Zarr chunks, GRIB messages).
 
@@ -9,11 +10,12 @@ decodes (GRIB has only the standard calendar). cfgrib's index files are disabled
 next to the inputs.
 
 The format is told by the file's first bytes, not by its name: ``GRIB``, ``CDF`` (NetCDF 3), HDF5's
-signature (NetCDF 4), a folder with Zarr metadata.
+signature (NetCDF 4), a zip archive, a folder with Zarr metadata.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ from hpcdiff.errors import HpcdiffError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
-FORMATS = {"netcdf": "NetCDF", "grib": "GRIB", "zarr": "Zarr"}  # kind -> name in messages
+ZIP_MAGIC = b"PK\x03\x04"
+FORMATS = {"netcdf": "NetCDF", "grib": "GRIB", "zarr": "Zarr", "zip": "zip"}  # kind -> name in messages
 
 
 def detect_format(path: Path) -> str:
@@ -45,6 +48,8 @@ def detect_format(path: Path) -> str:
         return "grib"
     if head.startswith(b"CDF") or head == HDF5_MAGIC:
         return "netcdf"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
     raise HpcdiffError(f"{path}: not a readable NetCDF, GRIB or Zarr input (it starts with {head[:4]!r})")
 
 
@@ -62,6 +67,8 @@ def open_inputs(path: Path) -> list[xr.Dataset]:
             if not datasets:
                 raise HpcdiffError(f"{path}: a GRIB file without any readable message")
             return datasets
+        if kind == "zip":
+            return _open_zip(path)
         if kind == "zarr":
             return [xr.open_zarr(path, decode_times=False, decode_timedelta=False, chunks=None,
                                  mask_and_scale=True)]
@@ -94,6 +101,38 @@ def grib_valid_times(path: Path) -> dict[str, np.ndarray]:
             for name in names:
                 found.setdefault(name, []).append(int(stamp.astype(np.int64)))
     return {name: np.unique(stamps) for name, stamps in found.items()}
+
+
+def _open_zip(path: Path) -> list[xr.Dataset]:
+    """One dataset per NetCDF member of a zip archive (sorted by name), read through the archive."""
+    archive = zipfile.ZipFile(path)
+    datasets = []
+    try:
+        for member in sorted(archive.namelist()):
+            if member.endswith("/"):
+                continue
+            with archive.open(member) as f:
+                head = f.read(8)
+            if head.startswith(b"GRIB"):
+                raise HpcdiffError(f"{path}: member {member} is GRIB, which is read from files only; "
+                                   "extract the archive")
+            engine = "h5netcdf" if head == HDF5_MAGIC else "scipy" if head.startswith(b"CDF") else None
+            if engine is None:
+                continue  # e.g. a request's README
+            handle = archive.open(member)
+            ds = xr.open_dataset(handle, engine=engine, decode_times=False, decode_timedelta=False,
+                                 mask_and_scale=True, cache=False)
+            ds.set_close(handle.close)
+            datasets.append(ds)
+    except BaseException:
+        for ds in datasets:
+            ds.close()
+        archive.close()
+        raise
+    if not datasets:
+        archive.close()
+        raise HpcdiffError(f"{path}: a zip archive without NetCDF members")
+    return datasets
 
 
 class OpenInputs:

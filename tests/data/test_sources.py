@@ -288,3 +288,21 @@ def test_target_without_lat_lon(tmp_path):
         ds.renameVariable("lat", "latitude_2d")
     with pytest.raises(HpcdiffError, match="no 2-D 'lat'"):
         read_target_grid(path)
+
+
+def test_new_cds_zip_is_read_in_place(tmp_path):
+    """The new CDS's download: a zip holding one NetCDF per step type, read without extracting."""
+    import zipfile
+
+    times = hourly("2001-01-01T00", "2001-01-03T00")
+    instant = write_netcdf(tmp_path / "i.nc", era5_dataset(times, ["t2m", "msl"]))
+    accum = write_netcdf(tmp_path / "a.nc", era5_dataset(times, ["tp", "e"]))
+    download = tmp_path / "download" / "era5_2001_01.zip"
+    download.parent.mkdir()
+    with zipfile.ZipFile(download, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.write(instant, "data_stream-oper_stepType-instant.nc")
+        z.write(accum, "data_stream-oper_stepType-accum.nc")
+    dates = days("2001-01-01", "2001-01-02")
+    _, daily = read([download], dates)
+    assert_expected(daily, dates)
+    assert [p.name for p in download.parent.iterdir()] == ["era5_2001_01.zip"]
