@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcdiff.data.recipe import PreprocessRecipe
+from hpcdiff.data.recipe import CONDITIONS_SPLIT, PreprocessRecipe
 from hpcdiff.data.sources import Era5File, TargetFile, TargetGrid, read_target_grid, scan_era5, scan_target
 from hpcdiff.data.split import SPLITS, split_dates
 from hpcdiff.data.statics import check_same_grid
@@ -71,10 +71,11 @@ def find_files(root: Path, patterns: Sequence[str], *, what: str) -> list[Path]:
 
 
 def scan_inputs(recipe: PreprocessRecipe) -> Inputs:
-    """Scan every ERA5 and target file: time axes, grids, variables and units (no values)."""
+    """Scan every ERA5 and target file: time axes, grids, variables and units (no values). Without a
+    target (a conditions-only recipe) the grid is the static file's."""
     root = recipe.root
     era5_vars = {v.name: v.units for v in recipe.era5.variables}
-    target_vars = {v.name: v.units for v in recipe.target.variables}
+    target_vars = {v.name: v.units for v in recipe.target.variables} if recipe.target is not None else {}
     era5 = [scan_era5(p, frequency=recipe.era5.frequency, variables=era5_vars)
             for p in find_files(root, recipe.era5.files, what="era5.files")]
     for info in era5[1:]:
@@ -82,12 +83,14 @@ def scan_inputs(recipe: PreprocessRecipe) -> Inputs:
             raise HpcdiffError(f"{info.path}: ERA5 grid differs from {era5[0].path}'s")
         if info.step_s != era5[0].step_s:
             raise HpcdiffError(f"{info.path}: time step {info.step_s} s differs from {era5[0].path}'s")
+    static = root / recipe.static.file
+    if recipe.target is None:  # conditions-only: the static file gives the target grid
+        return Inputs(era5=era5, targets=[], grid=read_target_grid(static), static=static)
     target_paths = find_files(root, recipe.target.files, what="target.files")
     grid = read_target_grid(target_paths[0])
     for path in target_paths[1:]:
         check_same_grid(grid, read_target_grid(path), path=path)
     targets = [scan_target(p, variables=target_vars) for p in target_paths]
-    static = root / recipe.static.file
     return Inputs(era5=era5, targets=targets, grid=grid, static=static)
 
 
@@ -129,8 +132,19 @@ def check_era5_covers(dates: np.ndarray, inputs: Inputs, *, era5_at: dict, targe
                                f"{inputs.targets[target_at[date]].path} (mismatched time axes)")
 
 
+def era5_dates(inputs: Inputs) -> np.ndarray:
+    """The sorted dates (datetime64[D]) for which the ERA5 files hold a complete day."""
+    return np.array(sorted(_locate(inputs.era5, "era5")), dtype="datetime64[D]")
+
+
 def plan_splits(recipe: PreprocessRecipe, inputs: Inputs) -> dict[str, np.ndarray]:
-    """Sorted dates (datetime64[D]) per split, each with a target value and a complete ERA5 day."""
+    """Sorted dates (datetime64[D]) per split, each with a target value and a complete ERA5 day. A
+    conditions-only recipe puts every complete ERA5 day in the one split :data:`CONDITIONS_SPLIT`."""
+    if recipe.target is None:
+        dates = era5_dates(inputs)
+        if dates.size == 0:
+            raise HpcdiffError(f"{inputs.era5[0].path.parent}: the ERA5 files hold no complete day")
+        return {CONDITIONS_SPLIT: dates}
     available = np.concatenate([t.dates for t in inputs.targets])
     where = f"target files {inputs.targets[0].path.parent}"
     splits = split_dates(available, recipe.split, where=where)
@@ -144,7 +158,9 @@ def plan_shards(splits: dict[str, np.ndarray], *, rank: int, world_size: int,
                 per_shard: int) -> list[ShardPlan]:
     """This rank's shards: a contiguous share of each split, cut into shards of ``per_shard`` samples."""
     shards = []
-    for split in SPLITS:
+    for split in [*SPLITS, *sorted(set(splits) - set(SPLITS))]:
+        if split not in splits:
+            continue
         share = np.array_split(splits[split], world_size)[rank]
         for k, start in enumerate(range(0, share.size, per_shard)):
             shards.append(ShardPlan(split=split, rank=rank, index=k, dates=share[start:start + per_shard]))
@@ -155,6 +171,8 @@ def plan_blocks(shards: Sequence[ShardPlan], inputs: Inputs) -> list[Block]:
     """Read blocks for ``shards``: runs of consecutive days in one ERA5 file, one target file and one
     shard, at most :data:`READ_DAYS` long."""
     era5_at, target_at = _locate(inputs.era5, "era5"), _locate(inputs.targets, "target")
+    if not inputs.targets:  # conditions-only: no target file to keep a block within
+        target_at = {date.item(): -1 for shard in shards for date in shard.dates}
     blocks = []
     for k, shard in enumerate(shards):
         start = 0
@@ -177,6 +195,6 @@ def _block(shard: ShardPlan, k: int, start: int, stop: int, inputs: Inputs, era5
            target_at: dict) -> Block:
     dates = shard.dates[start:stop]
     e, t = era5_at[dates[0].item()], target_at[dates[0].item()]
-    target_index = np.searchsorted(inputs.targets[t].dates, dates)
+    target_index = np.searchsorted(inputs.targets[t].dates, dates) if t >= 0 else np.zeros(0, np.int64)
     return Block(split=shard.split, shard=k, offset=start, dates=dates, era5=e,
                  era5_index=inputs.era5[e].day_index(dates), target=t, target_index=target_index)
