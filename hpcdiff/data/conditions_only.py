@@ -36,7 +36,11 @@ def load_normalization(recipe: PreprocessRecipe, *, grid: TargetGrid, window: tu
     """The manifest of the recipe's ``normalization.dataset``, checked against the recipe's ERA5 variables
     and the grid of its static file (one-line errors naming what differs)."""
     assert recipe.normalization is not None
-    manifest = read_manifest(Path(recipe.normalization.dataset))
+    dataset = Path(recipe.normalization.dataset)
+    if not (dataset / MANIFEST).is_file():
+        raise HpcdiffError(f"normalization.dataset {dataset}: not a dataset (no {MANIFEST}); name the "
+                           "training dataset whose statistics to reuse")
+    manifest = read_manifest(dataset)
     where = f"normalization.dataset {manifest.root}"
     if manifest.conditions_only:
         raise HpcdiffError(f"{where}: is itself a conditions-only dataset; name the training dataset it was "
