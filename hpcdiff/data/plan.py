@@ -38,8 +38,9 @@ class Inputs:
 @dataclasses.dataclass(frozen=True)
 class Block:
     """Consecutive days read together. ``era5_index`` ``[n, steps_per_day]`` and ``target_index``
-    ``[n]`` are time indices into ``inputs.era5[era5]`` and ``inputs.targets[target]``; the samples go
-    to positions ``offset .. offset + n`` of shard ``shard``."""
+    ``[n]`` are time indices into ``inputs.era5[era5]`` and ``inputs.targets[target]`` (``target`` -1 and
+    ``target_index`` empty for a conditions-only recipe); the samples go to positions
+    ``offset .. offset + n`` of shard ``shard``."""
 
     split: str
     shard: int

@@ -127,3 +127,16 @@ def test_normalization_and_a_missing_target_go_together(future, tiny_dataset, tm
     assert main(preprocess_args(out, f"root={future[0]}", "target=null", "split=null")) == 1
     assert "set normalization.dataset to the training dataset" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_compressed_shards_without_targets_hold_the_same_conditions(future, tiny_dataset, tmp_path):
+    out = tmp_path / "lz4"
+    sets = ["shards.compression=lz4", "shards.shard_mb=null", "shards.samples_per_shard=8"]
+    assert main(conditions_only_args(future[0], out, tiny_dataset, *sets)) == 0
+    assert main(["check", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert len(manifest.splits["all"].shards) == 2
+    assert manifest.fingerprint() == read_manifest(future[1]).fingerprint()
+    with ConditionReader(out) as packed, ConditionReader(future[1]) as plain:
+        for day in manifest.splits["all"].dates:
+            np.testing.assert_array_equal(packed.read(day)[0], plain.read(day)[0])
