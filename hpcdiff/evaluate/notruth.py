@@ -21,19 +21,23 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpcdiff import __version__
 from hpcdiff.config import dump_config
 from hpcdiff.data.manifest import Manifest
+from hpcdiff.data.transforms import Bounds
 from hpcdiff.evaluate import baselines, metrics
-from hpcdiff.evaluate.samples import read_samples
+from hpcdiff.evaluate.samples import Samples, read_samples
 from hpcdiff.evaluate.truth import Static, read_static
 from hpcdiff.fsutil import atomic_dir
 from hpcdiff.provenance import provenance
 from hpcdiff.variables import count_outside
+
+if TYPE_CHECKING:
+    from hpcdiff.evaluate.run import EvaluateOptions
 
 QUANTILES = {"q01": 0.01, "q50": 0.5, "q99": 0.99}
 
@@ -68,8 +72,8 @@ def spread(ens: np.ndarray, land: np.ndarray) -> float | None:
     return float(np.sqrt(np.nanmean(np.nanvar(ens[..., land].astype(np.float64), axis=1, ddof=1))))
 
 
-def variable_report(name: str, methods: Mapping[str, np.ndarray], *, static: Static, options: Any,
-                    bounds: tuple, units: str) -> tuple[dict, dict]:
+def variable_report(name: str, methods: Mapping[str, np.ndarray], *, static: Static,
+                    options: EvaluateOptions, bounds: Bounds, units: str) -> tuple[dict, dict]:
     """``(metrics.json entry, metrics_detail.json entry)`` of one variable."""
     land, precipitation = static.land, name in options.precipitation
     headline = {method: value_stats(values, land, precipitation=precipitation,
@@ -79,16 +83,16 @@ def variable_report(name: str, methods: Mapping[str, np.ndarray], *, static: Sta
     headline["model"].update({"spread": spread(model, land),
                               "non_finite": int(model.size - np.isfinite(model).sum()),
                               "outside_bounds": count_outside(model, bounds)})
-    k = None
-    psd = {}
-    for method, values in methods.items():
-        k, psd[method] = metrics.radial_psd(np.nan_to_num(values), dx_km=static.dx_km)
+    spectra = {method: metrics.radial_psd(np.nan_to_num(values), dx_km=static.dx_km)
+               for method, values in methods.items()}
+    k = next(iter(spectra.values()))[0]
     detail = {"units": units, "scores": {"land": {"all": headline}},
-              "spectrum": {"k_cycles_per_km": k.tolist(), "psd": {m: p.tolist() for m, p in psd.items()}}}
+              "spectrum": {"k_cycles_per_km": k.tolist(),
+                           "psd": {method: psd.tolist() for method, (_, psd) in spectra.items()}}}
     return headline, detail
 
 
-def run_without_truth(samples_path: Path, manifest: Manifest, out: Path, *, options: Any) -> Path:
+def run_without_truth(samples_path: Path, manifest: Manifest, out: Path, *, options: EvaluateOptions) -> Path:
     """Write the truth-free report of ``samples_path`` (sampled from the conditions-only ``manifest``'s
     dataset) to ``out``, atomically; returns ``out``."""
     static = read_static(manifest)
@@ -110,7 +114,7 @@ def run_without_truth(samples_path: Path, manifest: Manifest, out: Path, *, opti
     return Path(out)
 
 
-def meta(samples: Any, manifest: Manifest) -> dict[str, Any]:
+def meta(samples: Samples, manifest: Manifest) -> dict[str, Any]:
     dates = samples.dates
     return {"hpcdiff_version": __version__, "provenance": provenance(), "truth": False,
             "note": no_truth_line(manifest), "samples": str(Path(samples.path).resolve()),
