@@ -33,13 +33,17 @@ def check_dataset(path: Path) -> str:
         for shard in split.shards:
             shapes = {"target": (shard.n, len(manifest.targets), height, width),
                       "cond": (shard.n, len(manifest.conditions), height, width)}
+            if manifest.conditions_only:  # no truth: the shards hold no target
+                del shapes["target"]
             _check_file(path / shard.path, shard.sha256)
             _check_shard(path / shard.path, shapes, days[offset:offset + shard.n])
             offset += shard.n
         lines.append(f"{name}: {split.n} samples in {len(split.shards)} shards")
     size_mb = sum(f.stat().st_size for f in path.rglob("*.h5")) / 2**20
-    return (f"{path}: OK ({', '.join(lines)}; grid {height} x {width}; "
-            f"{len(manifest.targets)} target + {len(manifest.conditions)} condition channels; "
+    channels = (f"{len(manifest.conditions)} condition channels, no targets (conditions-only)"
+                if manifest.conditions_only else
+                f"{len(manifest.targets)} target + {len(manifest.conditions)} condition channels")
+    return (f"{path}: OK ({', '.join(lines)}; grid {height} x {width}; {channels}; "
             f"{size_mb:.1f} MiB)")
 
 

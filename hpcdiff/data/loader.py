@@ -131,6 +131,10 @@ class ShardDataset(torch.utils.data.Dataset):
         assert batch_size > 0 and 0 <= rank < world_size, (batch_size, rank, world_size)
         self.root = Path(dataset)
         self.manifest: Manifest = read_manifest(self.root)
+        if self.manifest.conditions_only:
+            raise HpcdiffError(f"{self.root}: a conditions-only dataset (no targets) cannot be trained on; "
+                               f"train on {self.manifest.normalization_from.dataset}, whose normalization it "
+                               "uses, and sample this one")
         splits = self.manifest.splits
         if split not in splits or not splits[split].shards:
             raise HpcdiffError(f"{self.root}: split {split!r} has no samples (splits: {', '.join(splits)})")

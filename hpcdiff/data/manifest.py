@@ -14,6 +14,12 @@ window of the full grid, the projection), ``static`` (``static.h5`` and its chec
 ``manifest_sha256``: the SHA-256 of the manifest's own canonical JSON without that key
 (:func:`manifest_checksum`), so an edited manifest is refused instead of silently changing what a
 dataset means. :func:`write_manifest` is the one way to write the file.
+
+A *conditions-only* dataset (a recipe with ``target: null``: dates without truth) has
+``conditions_only: true``, shards without ``target``, and ``normalization_from`` naming the training
+dataset whose statistics it reuses (path, ``manifest_sha256``, normalization fingerprint); its
+``targets`` / ``conditions`` / ``static_channels`` are that dataset's entries, so the two fingerprints
+are equal and the targets' names, units and bounds are there for sampling and merging.
 """
 
 from __future__ import annotations
@@ -72,6 +78,15 @@ class Grid:
 
 
 @dataclasses.dataclass(frozen=True)
+class NormalizationSource:
+    """The training dataset a conditions-only dataset took its normalization from."""
+
+    dataset: str  # its folder, as it was when preprocessing ran
+    manifest_sha256: str
+    fingerprint: str  # its :meth:`Manifest.fingerprint`
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     """A dataset as the preprocessing wrote it; ``root`` is the dataset folder."""
 
@@ -86,6 +101,12 @@ class Manifest:
     splits: dict[str, Split]
     recipe: dict[str, Any]
     raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+    normalization_from: NormalizationSource | None = None  # set for a conditions-only dataset
+
+    @property
+    def conditions_only(self) -> bool:
+        """No targets in the shards (no truth): conditions to downscale with a run trained elsewhere."""
+        return self.normalization_from is not None
 
     @property
     def target_names(self) -> list[str]:
@@ -191,7 +212,17 @@ def parse_manifest(data: Mapping[str, Any], *, root: Path) -> Manifest:
         static_path=str(data["static"]["path"]), static_sha256=str(data["static"]["sha256"]),
         batch_chunk=int(data["batch_chunk"]),
         splits={name: _split(split) for name, split in data["splits"].items()},
-        recipe=dict(data.get("recipe") or {}), raw=dict(data))
+        recipe=dict(data.get("recipe") or {}), raw=dict(data),
+        normalization_from=_normalization_from(data))
+
+
+def _normalization_from(data: Mapping[str, Any]) -> NormalizationSource | None:
+    """The source of a conditions-only dataset's normalization; ``None`` for a dataset with targets."""
+    if not data.get("conditions_only", False):
+        return None
+    source = data["normalization_from"]
+    return NormalizationSource(dataset=str(source["dataset"]), manifest_sha256=str(source["manifest_sha256"]),
+                               fingerprint=str(source["fingerprint"]))
 
 
 def _pair(values: Sequence[Any]) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from hpcdiff.data.era5 import Era5Inputs, scan_era5_inputs
 from hpcdiff.data.formats import ZARR_MARKERS
-from hpcdiff.data.recipe import PreprocessRecipe
+from hpcdiff.data.recipe import CONDITIONS_SPLIT, PreprocessRecipe
 from hpcdiff.data.sources import TargetFile, TargetGrid, read_target_grid, scan_target
 from hpcdiff.data.split import SPLITS, split_dates
 from hpcdiff.data.statics import check_same_grid
@@ -41,7 +41,8 @@ class Inputs:
 @dataclasses.dataclass(frozen=True)
 class Block:
     """Consecutive days read together. ``target_index`` ``[n]`` are time indices into
-    ``inputs.targets[target]``; the samples go to positions ``offset .. offset + n`` of shard ``shard``."""
+    ``inputs.targets[target]`` (``target`` -1 and ``target_index`` empty for a conditions-only recipe);
+    the samples go to positions ``offset .. offset + n`` of shard ``shard``."""
 
     split: str
     shard: int
@@ -76,17 +77,20 @@ def _is_zarr(path: Path) -> bool:
 
 
 def scan_inputs(recipe: PreprocessRecipe) -> Inputs:
-    """Scan every ERA5 and target file: time axes, grids, variables and units (no values)."""
+    """Scan every ERA5 and target file: time axes, grids, variables and units (no values). Without a
+    target (a conditions-only recipe) the grid is the static file's."""
     root = recipe.root
-    target_vars = {v.name: v.units for v in recipe.target.variables}
+    target_vars = {v.name: v.units for v in recipe.target.variables} if recipe.target is not None else {}
     era5 = scan_era5_inputs(find_files(root, recipe.era5.files, what="era5.files"), recipe.era5.variables,
                             frequency=recipe.era5.frequency)
+    static = root / recipe.static.file
+    if recipe.target is None:  # conditions-only: the static file gives the target grid
+        return Inputs(era5=era5, targets=[], grid=read_target_grid(static), static=static)
     target_paths = find_files(root, recipe.target.files, what="target.files")
     grid = read_target_grid(target_paths[0])
     for path in target_paths[1:]:
         check_same_grid(grid, read_target_grid(path), path=path)
     targets = [scan_target(p, variables=target_vars) for p in target_paths]
-    static = root / recipe.static.file
     return Inputs(era5=era5, targets=targets, grid=grid, static=static)
 
 
@@ -130,7 +134,13 @@ def check_era5_covers(dates: np.ndarray, inputs: Inputs, *, target_at: dict) -> 
 
 
 def plan_splits(recipe: PreprocessRecipe, inputs: Inputs) -> dict[str, np.ndarray]:
-    """Sorted dates (datetime64[D]) per split, each with a target value and a complete ERA5 day."""
+    """Sorted dates (datetime64[D]) per split, each with a target value and a complete ERA5 day. A
+    conditions-only recipe puts every complete ERA5 day in the one split :data:`CONDITIONS_SPLIT`."""
+    if recipe.target is None:
+        dates = era5_dates(inputs)
+        if dates.size == 0:
+            raise HpcdiffError(f"{inputs.era5.files[0].parent}: the ERA5 inputs hold no complete day")
+        return {CONDITIONS_SPLIT: dates}
     available = np.concatenate([t.dates for t in inputs.targets])
     where = f"target files {inputs.targets[0].path.parent}"
     splits = split_dates(available, recipe.split, where=where)
@@ -144,7 +154,9 @@ def plan_shards(splits: dict[str, np.ndarray], *, rank: int, world_size: int,
                 per_shard: int) -> list[ShardPlan]:
     """This rank's shards: a contiguous share of each split, cut into shards of ``per_shard`` samples."""
     shards = []
-    for split in SPLITS:
+    for split in [*SPLITS, *sorted(set(splits) - set(SPLITS))]:
+        if split not in splits:
+            continue
         share = np.array_split(splits[split], world_size)[rank]
         for k, start in enumerate(range(0, share.size, per_shard)):
             shards.append(ShardPlan(split=split, rank=rank, index=k, dates=share[start:start + per_shard]))
@@ -155,6 +167,8 @@ def plan_blocks(shards: Sequence[ShardPlan], inputs: Inputs) -> list[Block]:
     """Read blocks for ``shards``: runs of consecutive days in one target file and one shard, at most
     :data:`READ_DAYS` long."""
     target_at = _locate(inputs.targets)
+    if not inputs.targets:  # conditions-only: no target file to keep a block within
+        target_at = {date.item(): -1 for shard in shards for date in shard.dates}
     blocks = []
     for k, shard in enumerate(shards):
         start = 0
@@ -176,5 +190,5 @@ def _breaks(dates: np.ndarray, start: int, stop: int, target_at: dict) -> bool:
 def _block(shard: ShardPlan, k: int, start: int, stop: int, inputs: Inputs, target_at: dict) -> Block:
     dates = shard.dates[start:stop]
     t = target_at[dates[0].item()]
-    target_index = np.searchsorted(inputs.targets[t].dates, dates)
+    target_index = np.searchsorted(inputs.targets[t].dates, dates) if t >= 0 else np.zeros(0, np.int64)
     return Block(split=shard.split, shard=k, offset=start, dates=dates, target=t, target_index=target_index)

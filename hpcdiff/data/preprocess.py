@@ -15,6 +15,10 @@ any rank makes every rank raise the same one-line error instead of hanging:
    onto ``out`` (an old finished dataset is replaced only once the new one is complete).
 
 Memory is bounded by one read block (:data:`hpcdiff.data.plan.READ_DAYS` days), not by the years.
+
+A conditions-only recipe (``target: null``, :mod:`hpcdiff.data.conditions_only`) takes the same steps
+without targets: shards hold ``cond`` and ``time`` only, pass 2 normalizes with the named training
+dataset's statistics, and the manifest carries that dataset's channel entries.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from hpcdiff import __version__
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data import plan as planning
 from hpcdiff.data.collective import Collective
+from hpcdiff.data.conditions_only import borrowed_channels, load_normalization, normalization_record
 from hpcdiff.data.era5 import units_of
 from hpcdiff.data.formats import OpenInputs
-from hpcdiff.data.manifest import SCHEMA_VERSION, check_replaceable, write_manifest
-from hpcdiff.data.recipe import PreprocessRecipe, resolve_root
+from hpcdiff.data.manifest import SCHEMA_VERSION, Manifest, check_replaceable, write_manifest
+from hpcdiff.data.recipe import PreprocessRecipe, TargetVariable, resolve_root
 from hpcdiff.data.regrid import BilinearPlan, apply_bilinear, plan_bilinear
 from hpcdiff.data.residual import residual_pairs
 from hpcdiff.data.shards import (
@@ -80,6 +85,12 @@ class Setup:
     statics: StaticFields
     regrid: BilinearPlan
     per_shard: int
+    normalization: Manifest | None = None  # the training dataset of a conditions-only recipe
+
+    @property
+    def target_variables(self) -> list[TargetVariable]:
+        """The recipe's target variables (none for a conditions-only recipe)."""
+        return list(self.recipe.target.variables) if self.recipe.target is not None else []
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -87,7 +98,7 @@ class Setup:
 
     def sample_bytes(self) -> int:
         """Bytes of one sample in a shard: every channel float32 ``[H, W]`` and its time stamp."""
-        channels = len(self.recipe.era5.variables) + len(self.recipe.target.variables)
+        channels = len(self.recipe.era5.variables) + len(self.target_variables)
         return channels * self.statics.lsm.size * 4 + 8
 
     def dataset_bytes(self) -> int:
@@ -102,8 +113,8 @@ class Setup:
     @property
     def pairs(self) -> list[tuple[int, int]]:
         """``(target, condition)`` channel pairs of a residual (see :mod:`hpcdiff.data.residual`)."""
-        channels = [[(v.name, v.transform, v.scale) for v in section.variables]
-                    for section in (self.recipe.target, self.recipe.era5)]
+        channels = [[(v.name, v.transform, v.scale) for v in variables]
+                    for variables in (self.target_variables, self.recipe.era5.variables)]
         return residual_pairs(*channels)
 
 
@@ -114,23 +125,29 @@ def prepare(recipe: PreprocessRecipe) -> Setup:
     statics = load_statics(inputs.static, recipe.static, grid=inputs.grid, window=window)
     era5 = inputs.era5
     regrid = plan_bilinear(era5.lat, era5.lon, statics.lat, statics.lon, where=str(era5.files[0]))
-    channels = len(recipe.era5.variables) + len(recipe.target.variables)
+    normalization = None
+    if recipe.conditions_only:
+        normalization = load_normalization(recipe, grid=inputs.grid, window=window, statics=statics)
+    channels = len(recipe.era5.variables) + (len(recipe.target.variables) if recipe.target else 0)
     per_shard = samples_per_shard(sample_bytes=channels * statics.lsm.size * 4 + 8,
                                   samples=recipe.shards.samples_per_shard, shard_mb=recipe.shards.shard_mb,
                                   chunk=recipe.shards.batch_chunk)
     return Setup(recipe=recipe, inputs=inputs, splits=planning.plan_splits(recipe, inputs), window=window,
-                 statics=statics, regrid=regrid, per_shard=per_shard)
+                 statics=statics, regrid=regrid, per_shard=per_shard, normalization=normalization)
 
 
-def read_block(setup: Setup, block: planning.Block, files: OpenInputs) -> tuple[np.ndarray, np.ndarray]:
-    """One block's conditions ``[n, Cc, H, W]`` and targets ``[n, Ct, H, W]`` in transformed (``g``,
-    un-normalized) space, float32."""
+def read_block(setup: Setup, block: planning.Block,
+               files: OpenInputs) -> tuple[np.ndarray, np.ndarray | None]:
+    """One block's conditions ``[n, Cc, H, W]`` and targets ``[n, Ct, H, W]`` (``None`` for a
+    conditions-only recipe) in transformed (``g``, un-normalized) space, float32."""
     recipe = setup.recipe
     cond = apply_bilinear(setup.regrid, setup.inputs.era5.read_days(files, block.dates))
-    target = read_target_days(files, setup.inputs.targets[block.target], recipe.target.variables,
-                              index=block.target_index, window=setup.window)
     for c, spec in enumerate(recipe.era5.variables):
         cond[:, c] = shape_forward(cond[:, c], kind=spec.transform, scale=spec.scale)
+    if recipe.target is None:
+        return cond.astype(np.float32), None
+    target = read_target_days(files, setup.inputs.targets[block.target], recipe.target.variables,
+                              index=block.target_index, window=setup.window)
     for c, spec in enumerate(recipe.target.variables):
         target[:, c] = shape_forward(target[:, c], kind=spec.transform, scale=spec.scale)
     return cond.astype(np.float32), target.astype(np.float32)
@@ -142,7 +159,9 @@ def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: l
     statistics of ``g`` (targets over land pixels, conditions over the whole domain) and of the
     residuals ``g_t - g_c`` of the :attr:`Setup.pairs` (whole domain)."""
     recipe = setup.recipe
-    channels = {"target": len(recipe.target.variables), "cond": len(recipe.era5.variables)}
+    channels = {"target": len(setup.target_variables), "cond": len(recipe.era5.variables)}
+    if recipe.target is None:  # conditions-only: no target array
+        del channels["target"]
     stats = {name: RunningStats.empty(c) for name, c in channels.items()}
     stats["residual"] = RunningStats.empty(len(setup.pairs))
     land = setup.statics.lsm > 0.5
@@ -159,7 +178,9 @@ def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: l
                 for block in by_shard[k]:
                     cond, target = read_block(setup, block, files)
                     rows = slice(block.offset, block.offset + block.dates.size)
-                    f["cond"][rows], f["target"][rows] = cond, target
+                    f["cond"][rows] = cond
+                    if target is not None:
+                        f["target"][rows] = target
                     if block.split == "train":
                         stats["target"].update(target, land)
                         stats["cond"].update(cond)
@@ -184,7 +205,8 @@ def finalize_shards(setup: Setup, shards: list[planning.ShardPlan], *, folder: P
         name = shard_name(shard.split, shard.rank, shard.index)
         attrs = {"split": shard.split, "rank": shard.rank, "index": shard.index,
                  "schema_version": SCHEMA_VERSION}
-        standardize_shard(folder / name, stats={k: stats[k] for k in ("target", "cond")}, attrs=attrs)
+        standardize_shard(folder / name, stats={k: stats[k] for k in ("target", "cond") if k in stats},
+                          attrs=attrs)
         if setup.recipe.shards.compression is not None:
             compress_shard(folder / name, compression=setup.recipe.shards.compression)
         entries.append({"split": shard.split, "path": name, "n": int(shard.dates.size),
@@ -194,15 +216,18 @@ def finalize_shards(setup: Setup, shards: list[planning.ShardPlan], *, folder: P
 
 def fitted_channels(setup: Setup, parts: list[dict[str, RunningStats]]) -> dict[str, list[dict[str, Any]]]:
     """Statistics of the target and condition channels merged over ranks, and the residual RMS of each
-    target (normalized units; ``None`` where it has no pair)."""
+    target (normalized units; ``None`` where it has no pair). A conditions-only recipe: the conditions'
+    statistics of the training dataset it names (nothing was fitted)."""
+    if setup.normalization is not None:
+        return {"cond": [e["stats"] for e in borrowed_channels(setup.normalization)["conditions"]]}
     recipe, out = setup.recipe, {}
-    for key, specs in (("target", recipe.target.variables), ("cond", recipe.era5.variables)):
+    for key, specs in (("target", setup.target_variables), ("cond", recipe.era5.variables)):
         total = merged([p[key] for p in parts])
         stats = channel_stats(total, kinds=[s.transform for s in specs], scales=[s.scale for s in specs],
                               names=[s.name for s in specs])
         out[key] = stats
     residual = merged([p["residual"] for p in parts])
-    rms: list[float | None] = [None] * len(recipe.target.variables)
+    rms: list[float | None] = [None] * len(setup.target_variables)
     for j, (k, _) in enumerate(setup.pairs):
         mean_square = residual.m2[j] / max(residual.count[j], 1.0) + residual.mean[j] ** 2
         rms[k] = float(np.sqrt(mean_square) / out["target"][k]["std"])
@@ -241,13 +266,14 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
                    entries: list[dict[str, Any]], static_sha256: str) -> dict[str, Any]:
     """The manifest (see the module docstring of :mod:`hpcdiff.data.loader` for the reader's view)."""
     recipe, grid = setup.recipe, setup.inputs.grid
-    targets = [{"name": v.name, "units": v.units, "stats": s, "bounds": list(bounds_of(v.name)),
-                "residual_rms": rms}
-               for v, s, rms in zip(recipe.target.variables, channels["target"], channels["residual_rms"],
-                                    strict=True)]
-    conditions = [{"name": v.name, "units": units_of(v),
-                   "source_units": v.units, "kind": v.kind, "stats": s}
-                  for v, s in zip(recipe.era5.variables, channels["cond"], strict=True)]
+    if setup.normalization is not None:  # conditions-only: the training dataset's entries, and its name
+        borrowed = borrowed_channels(setup.normalization)
+        targets, conditions = borrowed["targets"], borrowed["conditions"]
+        statics = borrowed["static_channels"]
+        extra = {"conditions_only": True, "normalization_from": normalization_record(setup.normalization)}
+    else:
+        targets, conditions = fitted_entries(setup, channels)
+        statics, extra = static_channels(setup.statics), {}
     splits = {}
     for split, dates in setup.splits.items():
         shards = [{k: e[k] for k in ("path", "n", "sha256", "bytes")} for e in entries if e["split"] == split]
@@ -256,11 +282,23 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
     return {"schema_version": SCHEMA_VERSION, "hpcdiff_version": __version__, "provenance": provenance(),
             "time_units": TIME_UNITS,
             "recipe": to_dict(recipe), "targets": targets, "conditions": conditions,
-            "static_channels": static_channels(setup.statics),
+            "static_channels": statics, **extra,
             "grid": {"shape": list(setup.hw), "full_shape": list(grid.lat.shape), "window": window,
                      "grid_mapping": grid.mapping_name, "projection": grid.mapping},
             "static": {"path": "static.h5", "sha256": static_sha256},
             "batch_chunk": recipe.shards.batch_chunk, "splits": splits}
+
+
+def fitted_entries(setup: Setup, channels: dict[str, list[dict[str, Any]]]) -> tuple[list, list]:
+    """The manifest's ``targets`` and ``conditions`` entries from the fitted ``channels``."""
+    targets = [{"name": v.name, "units": v.units, "stats": s, "bounds": list(bounds_of(v.name)),
+                "residual_rms": rms}
+               for v, s, rms in zip(setup.target_variables, channels["target"], channels["residual_rms"],
+                                    strict=True)]
+    conditions = [{"name": v.name, "units": units_of(v),
+                   "source_units": v.units, "kind": v.kind, "stats": s}
+                  for v, s in zip(setup.recipe.era5.variables, channels["cond"], strict=True)]
+    return targets, conditions
 
 
 def make_temp_dir(out: Path, *, needed: int) -> Path:

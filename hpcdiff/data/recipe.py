@@ -6,6 +6,12 @@ against ``root``. Units are checked against the files' ``units`` attributes (``m
 are the same). Accumulated ERA5 variables (``kind: accumulation``, in metres of water) are summed per
 day and converted to ``kg m-2``; states are averaged per day and keep their units. The ``slurm:`` section
 is read only by ``hpcdiff submit preprocess`` (each SLURM task is one MPI rank).
+
+A recipe with ``target: null`` makes a *conditions-only* dataset (dates without truth: a later period,
+a climate projection): it has no ``split`` (every complete ERA5 day goes to the split
+:data:`CONDITIONS_SPLIT`) and names, under ``normalization.dataset``, the training dataset whose
+statistics it reuses, so that a run trained there samples it. A relative ``normalization.dataset`` is
+taken from the recipe's folder, like ``root``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Literal
 from hpcdiff.launch.slurm import CpuSlurmSection
 
 TransformKind = Literal["zscore", "log1p", "asinh"]
+CONDITIONS_SPLIT = "all"  # the one split of a conditions-only dataset
 MAX_SHARD_MB = 65536.0  # 64 GiB: a larger shard is a unit mistake (GB written as MB), not a plan
 
 
@@ -140,29 +147,66 @@ class ShardSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class NormalizationSection:
+    """The training dataset whose normalization a conditions-only dataset reuses (its conditions', static
+    channels' and targets' statistics): a run trained on it samples the new dataset."""
+
+    dataset: Path
+
+
+@dataclasses.dataclass(frozen=True)
 class PreprocessRecipe:
     root: Path
     era5: Era5Source
-    target: TargetSource
     static: StaticSource
-    split: SplitSection
+    target: TargetSource | None = None  # null: a conditions-only dataset (needs ``normalization``)
+    split: SplitSection | None = None  # required with a target; none without
+    normalization: NormalizationSection | None = None  # only without a target
     shards: ShardSection = ShardSection()
     domain: Domain | None = None
     slurm: CpuSlurmSection = CpuSlurmSection()  # for ``hpcdiff submit preprocess``: one task per rank
 
     def __post_init__(self) -> None:
-        for section, variables in (("era5", self.era5.variables), ("target", self.target.variables)):
+        sections = [("era5", self.era5.variables)]
+        sections += [("target", self.target.variables)] if self.target is not None else []
+        for section, variables in sections:
             names = [v.name for v in variables]
             if not names:
                 raise ValueError(f"{section}.variables is empty")
             if len(set(names)) != len(names):
                 raise ValueError(f"{section}.variables lists a name twice")
+        self._check_conditions_only()
+
+    def _check_conditions_only(self) -> None:
+        if self.target is not None:
+            if self.split is None:
+                raise ValueError("split is required when the recipe has a target")
+            if self.normalization is not None:
+                raise ValueError("normalization is only for a conditions-only recipe (target: null); a "
+                                 "recipe with a target fits its statistics on its own training split")
+            return
+        if self.normalization is None:
+            raise ValueError("target is null (a conditions-only dataset): set normalization.dataset to the "
+                             "training dataset whose statistics to reuse")
+        if self.split is not None:
+            raise ValueError(f"split: a conditions-only recipe (target: null) has no split (every complete "
+                             f"ERA5 day goes to split {CONDITIONS_SPLIT!r}); set split: null")
+
+    @property
+    def conditions_only(self) -> bool:
+        """No target: conditions for dates without truth, normalized like ``normalization.dataset``."""
+        return self.target is None
 
 
 def resolve_root(recipe: PreprocessRecipe, recipe_path: Path | None) -> PreprocessRecipe:
-    """The recipe with ``root`` absolute: relative roots are taken from the recipe's folder (or the
-    working directory when the recipe did not come from a file)."""
+    """The recipe with ``root`` (and ``normalization.dataset``) absolute: relative paths are taken from the
+    recipe's folder (or the working directory when the recipe did not come from a file)."""
     # absolute(), not resolve(): a recipe reached through a symbolic link keeps the link's folder
     base = Path(recipe_path).absolute().parent if recipe_path is not None else Path.cwd()
     root = Path(recipe.root).expanduser()
-    return dataclasses.replace(recipe, root=(root if root.is_absolute() else base / root).resolve())
+    recipe = dataclasses.replace(recipe, root=(root if root.is_absolute() else base / root).resolve())
+    if recipe.normalization is not None:
+        dataset = Path(recipe.normalization.dataset).expanduser()
+        dataset = (dataset if dataset.is_absolute() else base / dataset).resolve()
+        recipe = dataclasses.replace(recipe, normalization=NormalizationSection(dataset=dataset))
+    return recipe

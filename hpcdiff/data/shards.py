@@ -82,7 +82,7 @@ def compress_shard(path: Path, *, compression: str) -> None:
     """Rewrite the shard ``path`` with its ``target``/``cond`` chunks compressed (same chunk shape)."""
     tmp = path.with_suffix(".compressing")
     with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
-        for name in ("target", "cond"):
+        for name in [n for n in ("target", "cond") if n in src]:  # a conditions-only shard has no target
             ds = dst.create_dataset(name, shape=src[name].shape, dtype=np.float32, chunks=src[name].chunks,
                                     **compression_options(compression))
             step = ds.chunks[0] * max(1, COPY_SAMPLES // ds.chunks[0])

@@ -5,7 +5,8 @@ REPORT holds ``metrics.json`` (``{variable: {method: {metric: float}}}``, land, 
 ``model``, ``bilinear`` and, on synthetic worlds, ``oracle``), ``metrics_detail.json`` (``meta`` and, per
 variable, ``scores[region][season][method][metric]`` plus the curves of
 :func:`hpcdiff.evaluate.diagnostics.variable_diagnostics`), ``evaluate.yaml`` (the resolved options),
-the PNG figures, ``report.md`` and ``report.html``.
+the PNG figures, ``report.md`` and ``report.html``. A conditions-only dataset has no truth: the report
+(:mod:`hpcdiff.evaluate.notruth`) says so and holds only what needs none.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hpcdiff import __version__
 from hpcdiff.config import apply_overrides, dump_config, from_dict
 from hpcdiff.data.manifest import Manifest, read_manifest
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.evaluate import baselines, plots
+from hpcdiff.evaluate import baselines, notruth, plots
 from hpcdiff.evaluate.diagnostics import variable_diagnostics
 from hpcdiff.evaluate.report import write_reports
 from hpcdiff.evaluate.samples import Samples, read_samples, replace_non_finite
@@ -177,6 +178,10 @@ def run_evaluate(samples: Path, dataset: Path, out: Path, *, options: EvaluateOp
     (a rerun replaces it). Returns ``out``."""
     options, out = options or EvaluateOptions(), Path(out)
     check_out(out)
+    manifest = read_manifest(dataset)
+    if manifest.conditions_only:  # no truth: only what needs none (hpcdiff.evaluate.notruth)
+        print(f"hpcdiff evaluate: {notruth.no_truth_line(manifest)}", file=sys.stderr)
+        return notruth.run_without_truth(samples, manifest, out, options=options)
     inputs = load_inputs(samples, dataset, options)
     bad = {name: n for name, n in inputs.samples.non_finite.items() if n}
     if bad:
