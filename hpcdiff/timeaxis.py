@@ -6,9 +6,13 @@ Daily values are identified by their date. Inside hpcdiff a date is either an IS
 Every conversion between these forms, and every calendar question (day of year, year), goes through
 this module.
 
-Only the standard (proleptic Gregorian) calendar is supported today. This module is where
-non-standard calendars (EURO-CORDEX's ``360_day`` and ``noleap``, through ``cftime``) will plug in:
-the functions here would take the calendar and keep dates in it, and callers would not change.
+Calendars: a dataset has one, recorded in its manifest (``standard`` unless its inputs say otherwise;
+EURO-CORDEX runs use ``360_day`` or ``noleap``). Day numbers count days since 1970-01-01 *in that
+calendar* (``cftime``), and ISO strings are dates of that calendar (``2050-02-30`` exists in
+``360_day``), so dates stay in the source calendar from the inputs through sampling to the merged
+NetCDF, which carries the calendar. Functions below take ``calendar=`` (default standard, where
+numpy's datetime64 does the work); the preprocessing keeps dates as datetime64[D] values
+``EPOCH + day number`` for arithmetic only, and names them through :func:`iso_dates`.
 """
 
 from __future__ import annotations
@@ -98,6 +102,94 @@ def year_of(when: np.ndarray | np.datetime64 | int | Sequence[int]) -> np.ndarra
 
 
 STANDARD_CALENDARS = ("standard", "gregorian", "proleptic_gregorian")
+CALENDAR_ALIASES = {"standard": "standard", "gregorian": "standard", "proleptic_gregorian": "standard",
+                    "noleap": "noleap", "365_day": "noleap", "360_day": "360_day", "all_leap": "all_leap",
+                    "366_day": "all_leap"}
+
+
+def calendar_name(calendar: str | None, *, where: str = "calendar") -> str:
+    """The canonical name of a CF calendar: ``standard`` (also gregorian and proleptic_gregorian, which
+    agree after 1582), ``noleap``, ``360_day`` or ``all_leap``; a one-line error for others."""
+    name = CALENDAR_ALIASES.get(str(calendar or "standard").strip().lower())
+    if name is None:
+        raise HpcdiffError(f"{where}: calendar {calendar!r} is not supported "
+                           f"({', '.join(sorted(set(CALENDAR_ALIASES)))})")
+    return name
+
+
+def _cftime_dates(days: np.ndarray, calendar: str) -> np.ndarray:
+    import cftime
+
+    return np.atleast_1d(cftime.num2date(np.asarray(days, np.int64), TIME_UNITS, calendar))
+
+
+def iso_dates(days: np.ndarray | Sequence[int], calendar: str = CALENDAR) -> list[str]:
+    """ISO strings of day numbers since 1970-01-01 of ``calendar``."""
+    calendar = calendar_name(calendar)
+    if calendar == "standard":
+        return [str(d) for d in from_days(days)]
+    return [f"{d.year:04d}-{d.month:02d}-{d.day:02d}" for d in _cftime_dates(np.asarray(days), calendar)]
+
+
+def day_numbers(dates: Sequence[str], calendar: str = CALENDAR, *, where: str = "dates") -> np.ndarray:
+    """Day numbers ``[n]`` int64 since 1970-01-01 of ``calendar`` of ISO ``dates``; a one-line error for a
+    date the calendar does not have."""
+    calendar = calendar_name(calendar)
+    if calendar == "standard":
+        return to_days([parse_date(d, where=where) for d in dates])
+    import cftime
+
+    out = []
+    for text in dates:
+        try:
+            year, month, day = (int(part) for part in str(text).strip().split("-"))
+            date = cftime.datetime(year, month, day, calendar=calendar)
+        except (ValueError, TypeError):
+            raise HpcdiffError(f"{where}: {text!r} is not a date of the {calendar} calendar (YYYY-MM-DD)") \
+                from None
+        out.append(int(cftime.date2num(date, TIME_UNITS, calendar)))
+    return np.asarray(out, np.int64)
+
+
+def calendar_day_of_year(days: np.ndarray | Sequence[int], calendar: str = CALENDAR) -> np.ndarray:
+    """Day of year ``[n]`` float32 of day numbers in ``calendar``, scaled to a 365.25-day year for the
+    non-standard calendars (day 180 of a 360-day year is 182.6): the network's seasonal input means the
+    same point of the seasonal cycle in every calendar."""
+    calendar = calendar_name(calendar)
+    if calendar == "standard":
+        return day_of_year(days)
+    dates = _cftime_dates(np.asarray(days), calendar)
+    length = {"noleap": 365.0, "360_day": 360.0, "all_leap": 366.0}[calendar]
+    doy = np.array([d.dayofyr for d in dates], np.float64)
+    return (1.0 + (doy - 1.0) * 365.25 / length).astype(np.float32)
+
+
+def decode_cf_seconds(values: np.ndarray, units: str | None, calendar: str | None, *,
+                      where: str) -> tuple[np.ndarray, str]:
+    """Seconds since 1970-01-01 of ``calendar`` (int64, same shape) of a CF time coordinate's raw numbers,
+    and the calendar's canonical name. datetime64 values (cfgrib) are standard-calendar seconds."""
+    values = np.asarray(values)
+    if values.dtype.kind == "M":
+        return values.astype("datetime64[s]").astype(np.int64), "standard"
+    name = calendar_name(calendar, where=where)
+    if name == "standard":
+        return decode_cf_times(values, units, calendar, where=where).astype(np.int64), name
+    if units is None or "since" not in str(units):
+        raise HpcdiffError(f"{where}: time coordinate has no 'units since reference' attribute")
+    import cftime
+
+    try:
+        dates = cftime.num2date(np.asarray(values, np.float64).ravel(), str(units), name)
+        seconds = cftime.date2num(dates, "seconds since 1970-01-01 00:00:00", name)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise HpcdiffError(f"{where}: cannot decode time units {units!r} ({err})") from None
+    return np.round(np.asarray(seconds, np.float64)).astype(np.int64).reshape(values.shape), name
+
+
+def iso_instant(seconds: int, calendar: str = CALENDAR) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of seconds since 1970-01-01 of ``calendar`` (for messages)."""
+    day, rest = divmod(int(seconds), SECONDS_PER_DAY)
+    return f"{iso_dates([day], calendar)[0]}T{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
 DURATION_SECONDS = {"seconds": 1, "second": 1, "s": 1, "minutes": 60, "minute": 60, "min": 60,
                     "hours": 3600, "hour": 3600, "h": 3600, "days": 86400, "day": 86400, "d": 86400}
 

@@ -12,7 +12,6 @@ carries the training dataset's channel entries (:func:`borrowed_channels`) and w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import h5py
 import numpy as np
 
 from hpcdiff.config import from_dict
+from hpcdiff.data.era5 import units_of
 from hpcdiff.data.manifest import MANIFEST, Manifest, read_manifest
 from hpcdiff.data.recipe import Era5Variable, PreprocessRecipe
 from hpcdiff.data.sources import TargetGrid
@@ -61,17 +61,21 @@ def trained_variables(manifest: Manifest) -> list[Era5Variable]:
 
 
 def check_variables(ours: Sequence[Era5Variable], theirs: Sequence[Era5Variable], *, where: str) -> None:
-    """The same ERA5 variables in the same order, each with the same settings (units compared as units)."""
+    """The same condition channels in the same order: name, daily units (compared as units), transform
+    and scale, which is what the normalization applies to. How the inputs become daily values (source
+    name, kind, window, file units) may differ: a CORDEX ``pr`` flux becomes the daily ``tp`` total of
+    an ERA5-trained dataset."""
     names, trained = [v.name for v in ours], [v.name for v in theirs]
     if names != trained:
         raise HpcdiffError(f"{where}: its conditions are {trained}, the recipe's era5.variables {names} "
                            "(same variables in the same order needed)")
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-        for field in dataclasses.fields(Era5Variable):
-            x, y = getattr(a, field.name), getattr(b, field.name)
-            same = same_units(x, y) if field.name == "units" else x == y
+        compared = (("daily units", units_of(a), units_of(b)), ("transform", a.transform, b.transform),
+                    ("scale", a.scale, b.scale))
+        for field, x, y in compared:
+            same = same_units(x, y) if field == "daily units" else x == y
             if not same:
-                raise HpcdiffError(f"{where}: era5.variables[{i}] ({a.name}) has {field.name} {x!r}, the "
+                raise HpcdiffError(f"{where}: era5.variables[{i}] ({a.name}) has {field} {x!r}, the "
                                    f"training dataset's {y!r}")
 
 

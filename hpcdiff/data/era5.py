@@ -39,11 +39,12 @@ from hpcdiff.data.formats import OpenInputs, detect_format, grib_valid_times, op
 from hpcdiff.data.recipe import Era5Variable
 from hpcdiff.data.units import conversion, daily_total_factor
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.timeaxis import decode_cf_durations, decode_cf_times
+from hpcdiff.timeaxis import decode_cf_durations, decode_cf_seconds, iso_dates, iso_instant
 
 LEAD_DIMS = ("time", "valid_time", "step")  # dimensions that place a value in time
-LAT_NAMES = ("latitude", "lat")
-LON_NAMES = ("longitude", "lon")
+# (latitude, longitude) dimension names; rlat/rlon: a rotated pole (CORDEX), whose coordinates are in the
+# rotated frame and whose grid mapping the variable names
+GRID_NAMES = (("rlat", "rlon"), ("latitude", "longitude"), ("lat", "lon"))
 GRIB_NAMES = {"t2m": ("2t",), "d2m": ("2d",), "u10": ("10u",), "v10": ("10v",), "u100": ("100u",),
               "v100": ("100v",)}  # recipe name -> GRIB short names that mean it
 STEP_S = {"1h": 3600, "1D": 86400}
@@ -75,6 +76,7 @@ class Piece:
     scale: float
     offset: float
     grid_dims: tuple[str, str]  # (latitude, longitude) dimension names
+    calendar: str  # of the valid times
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +112,10 @@ class Series:
         first = np.unique((self.stamps - self.offsets_s[0]) // DAY_S).astype("datetime64[D]")
         return first[self.complete(first)]
 
+    @property
+    def calendar(self) -> str:
+        return self.pieces[0].calendar
+
     def describe_window(self) -> str:
         if self.step_s == DAY_S:
             return "one daily value"
@@ -120,12 +126,16 @@ class Series:
 @dataclasses.dataclass(frozen=True)
 class Era5Inputs:
     """The recipe's ERA5 variables as series over the matched ``files``, on one grid: ``lat`` ``[n_lat]``
-    and ``lon`` ``[n_lon]`` (degrees, file order; longitudes wrapped to [-180, 180))."""
+    and ``lon`` ``[n_lon]`` (degrees, file order; longitudes wrapped to [-180, 180)), in the rotated
+    frame of ``projection`` (the CF grid mapping of a rotated pole) when it is set. ``calendar``: of
+    every input's time axis; dates are datetime64[D] values ``1970-01-01 + day number`` of it."""
 
     series: tuple[Series, ...]
     lat: np.ndarray
     lon: np.ndarray
     files: tuple[Path, ...]
+    calendar: str = "standard"
+    projection: dict | None = None
 
     def complete(self, dates: np.ndarray) -> np.ndarray:
         """Whether every variable is complete on each of ``dates`` ``[n]`` bool."""
@@ -150,9 +160,10 @@ class Era5Inputs:
                 if k > 0 and abs(series.stamps[k - 1] - stamp) < abs(series.stamps[k] - stamp):
                     k -= 1  # the piece holding the nearest valid time
                 nearest = series.pieces[int(series.piece[k])].path
-                when = np.datetime64(stamp, "s")
+                when = iso_instant(stamp, self.calendar)
+                day = iso_dates([int(np.datetime64(date, "D").astype(np.int64))], self.calendar)[0]
                 return (f"{nearest}: ERA5 variable {series.spec.name!r} has no value for {when} UTC, needed "
-                        f"for {date} ({series.describe_window()}; {int((~found).sum())} of "
+                        f"for {day} ({series.describe_window()}; {int((~found).sum())} of "
                         f"{found.size} missing)")
         return None
 
@@ -173,7 +184,7 @@ class Era5Inputs:
                 rows = np.flatnonzero(series.piece[flat_pos] == p)
                 flat_values[rows] = read_rows(opened, series.pieces[p], series.flat[flat_pos[rows]],
                                               stamps=series.stamps[flat_pos[rows]],
-                                              grid=(self.lat.size, self.lon.size))
+                                              grid=(self.lat.size, self.lon.size), calendar=self.calendar)
             kind = series.spec.kind
             if kind == "state":
                 out[:, c] = values.mean(axis=1)
@@ -188,14 +199,17 @@ def _names(ds: xr.Dataset, candidates: Sequence[str]) -> str | None:
     return next((name for name in candidates if name in ds.variables), None)
 
 
-def _stamps(ds: xr.Dataset, da: xr.DataArray, lead: tuple[str, ...], *, where: str) -> np.ndarray:
-    """Valid times ``lead_shape`` (seconds since 1970, int64) of ``da``'s values: ``valid_time`` where
-    the input has it, else ``time`` plus ``step`` (0 without one)."""
+def _stamps(ds: xr.Dataset, da: xr.DataArray, lead: tuple[str, ...], *, where: str) -> tuple[np.ndarray, str]:
+    """Valid times ``lead_shape`` (seconds since 1970 of the calendar, int64) of ``da``'s values:
+    ``valid_time`` where the input has it, else ``time`` plus ``step`` (0 without one); the calendar."""
+    calendars = []
+
     def decoded(name: str) -> xr.DataArray:
         var = ds[name]
-        values = decode_cf_times(var.values, var.attrs.get("units"), var.attrs.get("calendar"),
-                                 where=f"{where}: {name}")
-        return xr.DataArray(values.astype(np.int64), dims=var.dims)
+        values, calendar = decode_cf_seconds(var.values, var.attrs.get("units"), var.attrs.get("calendar"),
+                                             where=f"{where}: {name}")
+        calendars.append(calendar)
+        return xr.DataArray(values, dims=var.dims)
 
     if "valid_time" in ds.variables:
         stamps = decoded("valid_time")
@@ -211,18 +225,34 @@ def _stamps(ds: xr.Dataset, da: xr.DataArray, lead: tuple[str, ...], *, where: s
         raise HpcdiffError(f"{where}: the valid time varies along {stamps.dims}, not along the variable's "
                            f"time dimensions {lead}")
     stamps = stamps.expand_dims({d: da.sizes[d] for d in lead if d not in stamps.dims})
-    return np.asarray(stamps.transpose(*lead).values, np.int64)
+    return np.asarray(stamps.transpose(*lead).values, np.int64), calendars[0]
+
+
+def _rotated_pole(ds: xr.Dataset, da: xr.DataArray, *, where: str) -> dict:
+    """The CF grid mapping of a rotated-pole variable (JSON-able attributes)."""
+    name = da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping")
+    if name is None or name not in ds.variables:
+        name = next((n for n, v in ds.variables.items()
+                     if v.attrs.get("grid_mapping_name") == "rotated_latitude_longitude"), None)
+    if name is None or ds[name].attrs.get("grid_mapping_name") != "rotated_latitude_longitude":
+        raise HpcdiffError(f"{where}: rlat/rlon dimensions without a rotated_latitude_longitude grid mapping")
+    return {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in ds[name].attrs.items()}
 
 
 def scan_piece(ds: xr.Dataset, name: str, spec: Era5Variable, *, path: Path,
-               part: int) -> tuple[Piece, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """The piece of ``spec`` held as ``name`` in ``ds``, its stamps ``[K]`` and the grid (lat, lon)."""
+               part: int) -> tuple[Piece, np.ndarray, tuple[np.ndarray, np.ndarray], dict | None]:
+    """The piece of ``spec`` held as ``name`` in ``ds``, its stamps ``[K]``, the grid (lat, lon: 1-D,
+    in the rotated frame for a rotated pole) and the rotated pole's grid mapping (or None)."""
     where = f"{path}: {name}"
     da = ds[name]
-    lat_name, lon_name = _names(ds, LAT_NAMES), _names(ds, LON_NAMES)
-    if lat_name is None or lon_name is None or lat_name not in da.dims or lon_name not in da.dims:
+    pair = next((p for p in GRID_NAMES if p[0] in da.dims and p[1] in da.dims), None)
+    if pair is None:
         raise HpcdiffError(f"{where}: dimensions {da.dims} lack latitude/longitude "
-                           f"(looked for {LAT_NAMES} and {LON_NAMES})")
+                           f"(looked for {', '.join('/'.join(p) for p in GRID_NAMES)})")
+    lat_name, lon_name = pair
+    if lat_name not in ds.variables or lon_name not in ds.variables:
+        raise HpcdiffError(f"{where}: no coordinate values for {lat_name}/{lon_name}")
+    projection = _rotated_pole(ds, da, where=where) if lat_name == "rlat" else None
     lead = tuple(d for d in da.dims if d in LEAD_DIMS)
     expver: tuple[int, ...] = ()
     for dim in da.dims:
@@ -237,17 +267,19 @@ def scan_piece(ds: xr.Dataset, name: str, spec: Era5Variable, *, path: Path,
     if units is None:
         raise HpcdiffError(f"{where}: no units attribute (expected {spec.units!r})")
     scale, offset = conversion(str(units), spec.units, where=where)
-    stamps = _stamps(ds, da, lead, where=where).ravel()
+    scale, offset = scale * spec.multiply, offset * spec.multiply
+    stamps, calendar = _stamps(ds, da, lead, where=where)
+    stamps = stamps.ravel()
     lat = np.asarray(ds[lat_name].values, np.float64)
     lon = (np.asarray(ds[lon_name].values, np.float64) + 180.0) % 360.0 - 180.0
     piece = Piece(path=Path(path), part=part, name=name, lead=lead,
                   lead_shape=tuple(da.sizes[d] for d in lead), expver=expver, scale=scale, offset=offset,
-                  grid_dims=(lat_name, lon_name))
-    return piece, stamps, (lat, lon)
+                  grid_dims=(lat_name, lon_name), calendar=calendar)
+    return piece, stamps, (lat, lon), projection
 
 
 def read_rows(opened: OpenInputs, piece: Piece, flat: np.ndarray, *, stamps: np.ndarray,
-              grid: tuple[int, int]) -> np.ndarray:
+              grid: tuple[int, int], calendar: str = "standard") -> np.ndarray:
     """Values ``[m, n_lat, n_lon]`` float64 in the recipe's units at flat indices ``flat`` ``[m]`` of
     ``piece`` (valid times ``stamps`` ``[m]``, for errors). Reads one range of the first time dimension."""
     da = opened(piece.path)[piece.part][piece.name]
@@ -276,7 +308,7 @@ def read_rows(opened: OpenInputs, piece: Piece, flat: np.ndarray, *, stamps: np.
     if bad.any():
         count = int(np.count_nonzero(~np.isfinite(block)))
         raise HpcdiffError(f"{where} has {count} fill/missing or NaN values, first at "
-                           f"{np.datetime64(int(stamps[bad][0]), 's')} UTC")
+                           f"{iso_instant(int(stamps[bad][0]), calendar)} UTC")
     return block * piece.scale + piece.offset
 
 
@@ -294,8 +326,9 @@ def _series(spec: Era5Variable, found: list[tuple[Piece, np.ndarray, np.ndarray]
     if twice.size:
         k = int(twice[0])
         a, b = pieces[int(piece[k])].path, pieces[int(piece[k + 1])].path
-        raise HpcdiffError(f"{b}: ERA5 variable {spec.name!r} at {np.datetime64(int(stamps[k]), 's')} UTC is "
-                           f"also in {a}" + (" (twice in one input)" if a == b else ""))
+        when = iso_instant(int(stamps[k]), pieces[0].calendar)
+        raise HpcdiffError(f"{b}: ERA5 variable {spec.name!r} at {when} UTC is also in {a}"
+                           + (" (twice in one input)" if a == b else ""))
     steps = np.diff(stamps)
     step = int(steps.min()) if steps.size else STEP_S.get(frequency)
     where = f"{pieces[0].path}: ERA5 variable {spec.name!r}"
@@ -326,6 +359,8 @@ def scan_era5_inputs(paths: Sequence[Path], variables: Sequence[Era5Variable], *
     only. Every variable must be in at least one input, every input on the same grid."""
     found: dict[str, list[tuple[Piece, np.ndarray, np.ndarray]]] = {v.name: [] for v in variables}
     grid: tuple[np.ndarray, np.ndarray, Path] | None = None
+    projections: list[tuple[dict | None, Path]] = []
+    calendars: list[tuple[str, Path]] = []
     seen: set[str] = set()
     for path in paths:
         present = grib_valid_times(path) if detect_format(path) == "grib" else None
@@ -336,7 +371,10 @@ def scan_era5_inputs(paths: Sequence[Path], variables: Sequence[Era5Variable], *
                     name = _names(ds, file_names(spec))
                     if name is None or name not in ds.data_vars:
                         continue
-                    piece, stamps, (lat, lon) = scan_piece(ds, name, spec, path=Path(path), part=part)
+                    piece, stamps, (lat, lon), projection = scan_piece(ds, name, spec, path=Path(path),
+                                                                       part=part)
+                    projections.append((projection, Path(path)))
+                    calendars.append((piece.calendar, Path(path)))
                     if grid is None:
                         grid = (lat, lon, Path(path))
                     elif not (lat.shape == grid[0].shape and lon.shape == grid[1].shape
@@ -356,8 +394,15 @@ def scan_era5_inputs(paths: Sequence[Path], variables: Sequence[Era5Variable], *
                                f"{len(paths)} ERA5 inputs (they hold: {', '.join(sorted(seen)) or 'nothing'})"
                                )
     assert grid is not None
+    for (projection, path), (calendar, _) in zip(projections[1:], calendars[1:], strict=True):
+        if projection != projections[0][0]:
+            raise HpcdiffError(f"{path}: grid mapping differs from {projections[0][1]}'s")
+        if calendar != calendars[0][0]:
+            raise HpcdiffError(f"{path}: calendar {calendar} differs from {calendars[0][1]}'s "
+                               f"({calendars[0][0]})")
     series = tuple(_series(spec, found[spec.name], frequency=frequency) for spec in variables)
-    return Era5Inputs(series=series, lat=grid[0], lon=grid[1], files=tuple(Path(p) for p in paths))
+    return Era5Inputs(series=series, lat=grid[0], lon=grid[1], files=tuple(Path(p) for p in paths),
+                      calendar=calendars[0][0], projection=projections[0][0])
 
 
 def units_of(spec: Era5Variable) -> str:

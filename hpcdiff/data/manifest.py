@@ -34,6 +34,7 @@ from typing import Any
 from hpcdiff.config import read_versioned_json
 from hpcdiff.data.transforms import Bounds, ChannelStats
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.timeaxis import calendar_name
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
@@ -102,6 +103,7 @@ class Manifest:
     recipe: dict[str, Any]
     raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
     normalization_from: NormalizationSource | None = None  # set for a conditions-only dataset
+    calendar: str = "standard"  # of its dates and day numbers (see hpcdiff.timeaxis)
 
     @property
     def conditions_only(self) -> bool:
@@ -213,7 +215,8 @@ def parse_manifest(data: Mapping[str, Any], *, root: Path) -> Manifest:
         batch_chunk=int(data["batch_chunk"]),
         splits={name: _split(split) for name, split in data["splits"].items()},
         recipe=dict(data.get("recipe") or {}), raw=dict(data),
-        normalization_from=_normalization_from(data))
+        normalization_from=_normalization_from(data),
+        calendar=calendar_name(data.get("calendar"), where=f"{root}: manifest"))
 
 
 def _normalization_from(data: Mapping[str, Any]) -> NormalizationSource | None:

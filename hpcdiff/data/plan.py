@@ -141,6 +141,11 @@ def plan_splits(recipe: PreprocessRecipe, inputs: Inputs) -> dict[str, np.ndarra
         if dates.size == 0:
             raise HpcdiffError(f"{inputs.era5.files[0].parent}: the ERA5 inputs hold no complete day")
         return {CONDITIONS_SPLIT: dates}
+    if inputs.era5.calendar != "standard":
+        raise HpcdiffError(f"{inputs.era5.files[0]}: the inputs use the {inputs.era5.calendar} calendar; "
+                           "a dataset with targets needs standard-calendar inputs (DANRA's days). "
+                           "Preprocess them as a conditions-only dataset (target: null, normalization: "
+                           "{dataset: ...})")
     available = np.concatenate([t.dates for t in inputs.targets])
     where = f"target files {inputs.targets[0].path.parent}"
     splits = split_dates(available, recipe.split, where=where)

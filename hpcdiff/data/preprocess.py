@@ -43,7 +43,7 @@ from hpcdiff.data.era5 import units_of
 from hpcdiff.data.formats import OpenInputs
 from hpcdiff.data.manifest import SCHEMA_VERSION, Manifest, check_replaceable, write_manifest
 from hpcdiff.data.recipe import PreprocessRecipe, TargetVariable, resolve_root
-from hpcdiff.data.regrid import BilinearPlan, apply_bilinear, plan_bilinear
+from hpcdiff.data.regrid import BilinearPlan, apply_bilinear, plan_bilinear, to_rotated_pole
 from hpcdiff.data.residual import residual_pairs
 from hpcdiff.data.shards import (
     TIME_UNITS,
@@ -66,7 +66,7 @@ from hpcdiff.fsutil import (
     write_errors,
 )
 from hpcdiff.provenance import provenance
-from hpcdiff.timeaxis import to_days
+from hpcdiff.timeaxis import iso_dates, to_days
 from hpcdiff.variables import bounds_of
 
 T = TypeVar("T")
@@ -124,7 +124,10 @@ def prepare(recipe: PreprocessRecipe) -> Setup:
     window = planning.domain_window(recipe, inputs.grid)
     statics = load_statics(inputs.static, recipe.static, grid=inputs.grid, window=window)
     era5 = inputs.era5
-    regrid = plan_bilinear(era5.lat, era5.lon, statics.lat, statics.lon, where=str(era5.files[0]))
+    lat, lon = statics.lat, statics.lon
+    if era5.projection is not None:  # a rotated pole: regrid in its own coordinates
+        lat, lon = to_rotated_pole(lat, lon, era5.projection, where=str(era5.files[0]))
+    regrid = plan_bilinear(era5.lat, era5.lon, lat, lon, where=str(era5.files[0]))
     normalization = None
     if recipe.conditions_only:
         normalization = load_normalization(recipe, grid=inputs.grid, window=window, statics=statics)
@@ -277,10 +280,11 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
     splits = {}
     for split, dates in setup.splits.items():
         shards = [{k: e[k] for k in ("path", "n", "sha256", "bytes")} for e in entries if e["split"] == split]
-        splits[split] = {"n": int(dates.size), "shards": shards, "dates": [str(d) for d in dates]}
+        splits[split] = {"n": int(dates.size), "shards": shards,
+                         "dates": iso_dates(to_days(dates), setup.inputs.era5.calendar)}
     window = {name: [cut.start, cut.stop] for name, cut in zip(("y", "x"), setup.window, strict=True)}
     return {"schema_version": SCHEMA_VERSION, "hpcdiff_version": __version__, "provenance": provenance(),
-            "time_units": TIME_UNITS,
+            "time_units": TIME_UNITS, "calendar": setup.inputs.era5.calendar,
             "recipe": to_dict(recipe), "targets": targets, "conditions": conditions,
             "static_channels": statics, **extra,
             "grid": {"shape": list(setup.hw), "full_shape": list(grid.lat.shape), "window": window,

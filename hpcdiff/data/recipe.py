@@ -37,6 +37,7 @@ class Era5Variable:
     transform: TransformKind = "zscore"
     scale: float = 1.0  # transform scale in the daily output units (kg m-2 for accumulations and fluxes)
     source: str | None = None  # name in the files when it differs (e.g. pr); default: name or GRIB short name
+    multiply: float = 1.0  # after unit conversion; -1: CMOR's evspsbl (upward) as ERA5's e (downward)
     # hours after 00 UTC of the date whose hourly values make the day, first and last included;
     # null: 00..23 for states and fluxes, 01..24 for accumulations (stamped at the end of their hour)
     window: tuple[int, int] | None = None
@@ -44,6 +45,8 @@ class Era5Variable:
     def __post_init__(self) -> None:
         if self.scale <= 0:
             raise ValueError(f"scale of {self.name} must be positive")
+        if self.multiply == 0:
+            raise ValueError(f"multiply of {self.name} must not be 0")
         if self.window is not None:
             if len(self.window) != 2:
                 raise ValueError(f"window of {self.name} must be [first, last] hours")

@@ -52,6 +52,22 @@ def _axis_weights(src: np.ndarray, dst: np.ndarray, *, name: str, where: str) ->
     return order[lo], order[lo + 1], frac
 
 
+def to_rotated_pole(lat: np.ndarray, lon: np.ndarray, mapping: dict, *, where: str) -> tuple[np.ndarray, ...]:
+    """Rotated latitude and longitude (degrees, same shape) of geographic ``lat``/``lon`` in the frame of a
+    CF ``rotated_latitude_longitude`` grid mapping (pyproj). A rotated-pole source (CORDEX) is regridded
+    bilinearly in its own coordinates, where its grid is regular, not in its curvilinear 2-D lat/lon."""
+    import pyproj
+
+    try:
+        crs = pyproj.CRS.from_cf(mapping)
+    except Exception as err:  # pyproj raises CRSError and KeyError for incomplete mappings
+        raise HpcdiffError(f"{where}: grid mapping {mapping.get('grid_mapping_name')!r} is not usable "
+                           f"({type(err).__name__}: {err})") from None
+    transformer = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    rlon, rlat = transformer.transform(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
+    return np.asarray(rlat), np.asarray(rlon)
+
+
 def plan_bilinear(src_lat: np.ndarray, src_lon: np.ndarray, dst_lat: np.ndarray, dst_lon: np.ndarray, *,
                   where: str = "regrid") -> BilinearPlan:
     """Bilinear weights from a regular source grid (1-D ``src_lat`` ``[n_lat]``, ``src_lon`` ``[n_lon]``,

@@ -17,18 +17,19 @@ from hpcdiff.data.loader import normalized_statics, read_statics
 from hpcdiff.data.manifest import Manifest, read_manifest
 from hpcdiff.data.shards import open_shard, read_rows
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.timeaxis import day_of_year, days_since_epoch, iso_date
+from hpcdiff.timeaxis import calendar_day_of_year, day_numbers, iso_dates
 
 
 def date_index(manifest: Manifest) -> dict[str, tuple[Path, int]]:
-    """ISO date -> (shard path, row), read from every shard's ``time [n]`` (days since 1970-01-01)."""
+    """ISO date -> (shard path, row), read from every shard's ``time [n]`` (days since 1970-01-01 of the
+    dataset's calendar)."""
     index: dict[str, tuple[Path, int]] = {}
     for split in manifest.splits.values():
         for shard in split.shards:
             path = manifest.root / shard.path
             with open_shard(path) as f:
                 days = f["time"][...]
-            index.update({iso_date(d): (path, row) for row, d in enumerate(days.tolist())})
+            index.update({d: (path, row) for row, d in enumerate(iso_dates(days, manifest.calendar))})
     return index
 
 
@@ -57,8 +58,11 @@ class ConditionReader:
         cond = np.empty((1, self.channels, *self.static.shape[1:]), np.float32)
         read_rows(self._files[path]["cond"], cond, row)  # dynamic channels first, then the statics
         cond[0, self.dynamic:] = self.static
-        days = days_since_epoch(date)
-        return cond[0], float(day_of_year([days])[0])
+        return cond[0], float(calendar_day_of_year([self.day_number(date)], self.manifest.calendar)[0])
+
+    def day_number(self, date: str) -> int:
+        """Days since 1970-01-01 of the dataset's calendar (the seeds' and the merged file's time axis)."""
+        return int(day_numbers([date], self.manifest.calendar, where=str(self.root))[0])
 
     def close(self) -> None:
         for f in self._files.values():

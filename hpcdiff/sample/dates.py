@@ -14,7 +14,7 @@ import numpy as np
 
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.sample.job import DateSelection
-from hpcdiff.timeaxis import parse_date
+from hpcdiff.timeaxis import day_numbers, iso_dates
 
 SHOW = 10  # dates named in an error message before "... and N more"
 
@@ -25,32 +25,40 @@ def name_some(items: Sequence[str], *, show: int = SHOW) -> str:
     return head if len(items) <= show else f"{head}, ... and {len(items) - show} more"
 
 
-def read_date_file(path: Path) -> list[str]:
+def parse_date(text: str, *, where: str, calendar: str = "standard") -> str:
+    """One ISO date of ``calendar``, canonical (surrounding blanks removed); a one-line error otherwise."""
+    return iso_dates(day_numbers([text], calendar, where=where), calendar)[0]
+
+
+def read_date_file(path: Path, *, calendar: str = "standard") -> list[str]:
     """One ISO date per line; blank lines and ``#`` comments are skipped."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as err:
         raise HpcdiffError(f"{path}: cannot read the date file ({err.strerror})") from None
     texts = [line.split("#", 1)[0].strip() for line in lines]
-    return [parse_date(t, where=f"{path} line {i + 1}") for i, t in enumerate(texts) if t]
+    return [parse_date(t, where=f"{path} line {i + 1}", calendar=calendar)
+            for i, t in enumerate(texts) if t]
 
 
-def select_dates(selection: DateSelection, splits: Mapping[str, Sequence[str]], *, where: str) -> list[str]:
+def select_dates(selection: DateSelection, splits: Mapping[str, Sequence[str]], *, where: str,
+                 calendar: str = "standard") -> list[str]:
     """The sorted, de-duplicated dates ``selection`` asks for, out of ``splits`` (split name -> ISO dates
-    the dataset at ``where`` holds). An explicit list, range or file wins over ``split`` and may take
-    dates from any split; a listed date that the dataset lacks is an error naming it, while a range
-    keeps the dataset's dates inside it. ``limit`` keeps the first N (chronologically)."""
+    the dataset at ``where`` holds, in its ``calendar``). An explicit list, range or file wins over
+    ``split`` and may take dates from any split; a listed date that the dataset lacks is an error naming
+    it, while a range keeps the dataset's dates inside it. ``limit`` keeps the first N (chronologically)."""
     held = sorted({d for dates in splits.values() for d in dates})
     if selection.dates or selection.file is not None:
-        raw = selection.dates if selection.dates else read_date_file(selection.file)
-        wanted = sorted({parse_date(d, where=f"{where}: dates") for d in raw})
+        raw = selection.dates if selection.dates else read_date_file(selection.file, calendar=calendar)
+        wanted = sorted({parse_date(d, where=f"{where}: dates", calendar=calendar) for d in raw})
         lacking = sorted(set(wanted) - set(held))
         if lacking:
             span = f"{held[0]} .. {held[-1]}" if held else "none"
             raise HpcdiffError(f"{where}: {len(lacking)} requested date(s) not in the dataset: "
                                f"{name_some(lacking)} (it holds {len(held)} dates, {span})")
     elif selection.start is not None:
-        start, end = (parse_date(d, where=f"{where}: dates") for d in (selection.start, selection.end))
+        start, end = (parse_date(d, where=f"{where}: dates", calendar=calendar)
+                      for d in (selection.start, selection.end))
         wanted = [d for d in held if start <= d <= end]
         if not wanted:
             raise HpcdiffError(f"{where}: the dataset holds no date in {start} .. {end}")

@@ -48,7 +48,6 @@ from hpcdiff.sample.run import (
     resolved_steps,
 )
 from hpcdiff.seeding import MEMBER, generator
-from hpcdiff.timeaxis import days_since_epoch
 
 Row = tuple[str, int]  # (ISO date, member)
 
@@ -76,7 +75,8 @@ class SampleSummary:
 def make_plan(job: SampleJob, run: TrainedRun) -> SamplePlan:
     """What the run must contain, fixed at its first start: a rerun with another plan is refused."""
     manifest = read_manifest(run.dataset)
-    dates = select_dates(job.dates, manifest.split_dates(), where=str(run.dataset))
+    dates = select_dates(job.dates, manifest.split_dates(), where=str(run.dataset),
+                         calendar=manifest.calendar)
     s = job.sample
     return SamplePlan(run=str(run.run_dir), checkpoint=str(run.checkpoint), checkpoint_step=run.step,
                       checkpoint_sha256=run.checkpoint_sha256, dataset=str(run.dataset), dates=dates,
@@ -145,7 +145,7 @@ class EnsembleSampler:
         conds = [self.conditions(d) for d, _ in rows]
         cond = torch.from_numpy(np.stack([c for c, _ in conds])).to(self.device)
         doy = torch.tensor([v for _, v in conds], dtype=torch.float32, device=self.device)
-        generators = [generator(self.plan.seed, MEMBER, days_since_epoch(d), m) for d, m in rows]
+        generators = [generator(self.plan.seed, MEMBER, self.reader.day_number(d), m) for d, m in rows]
         x = sample(self.model.bind(cond, doy), self.diffusion, (len(rows), *self.shape),
                    sampler=self.plan.sampler, steps=self.diffusion.num_steps, eta=self.plan.eta,
                    generators=generators, device=self.device)

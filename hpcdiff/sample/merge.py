@@ -41,7 +41,7 @@ from hpcdiff.provenance import provenance, software_versions
 from hpcdiff.sample import parts
 from hpcdiff.sample.dates import name_some
 from hpcdiff.sample.plan import SamplePlan, read_plan
-from hpcdiff.timeaxis import CALENDAR, TIME_UNITS, days_since_epoch
+from hpcdiff.timeaxis import TIME_UNITS, day_numbers
 from hpcdiff.variables import describe
 
 COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
@@ -75,7 +75,8 @@ def read_grid(dataset: Path) -> dict[str, Any]:
             grid = {name: f[name][...] for name in ("x", "y", "lat", "lon")}
     except (OSError, KeyError) as err:
         raise HpcdiffError(f"{path}: cannot read the grid ({err})") from None
-    return {**grid, "mapping_name": manifest.grid.grid_mapping, "projection": manifest.grid.projection}
+    return {**grid, "mapping_name": manifest.grid.grid_mapping, "projection": manifest.grid.projection,
+            "calendar": manifest.calendar}
 
 
 def _coordinates(nc: netCDF4.Dataset, grid: Mapping[str, Any], *, days: np.ndarray, members: int) -> None:
@@ -84,7 +85,7 @@ def _coordinates(nc: netCDF4.Dataset, grid: Mapping[str, Any], *, days: np.ndarr
         nc.createDimension(name, size)
     time = nc.createVariable("time", "i4", ("time",))
     time.setncatts({"standard_name": "time", "long_name": "time", "units": TIME_UNITS,
-                    "calendar": CALENDAR, "axis": "T", "bounds": "time_bnds"})
+                    "calendar": grid["calendar"], "axis": "T", "bounds": "time_bnds"})
     time[:] = days
     nc.createVariable("time_bnds", "i4", ("time", "nv"))[:] = np.stack([days, days + 1], axis=1)
     member = nc.createVariable("member", "i4", ("member",))
@@ -171,7 +172,7 @@ def _write(path: Path, samples: Path, plan: SamplePlan, *, grid: Mapping[str, An
     values clamped to the physical bounds per variable."""
     members, (height, width) = plan.members, plan.image_shape
     channels = plan.target_channels()
-    days = np.array([days_since_epoch(d) for d in plan.dates], np.int32)
+    days = day_numbers(plan.dates, grid["calendar"], where=str(samples)).astype(np.int32)
     with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
         nc.setncatts(global_attributes(plan, samples=samples))
         _coordinates(nc, grid, days=days, members=members)
