@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder: new, empty, or an earlier synthetic world (which is replaced)")
     p.add_argument("--preset", default="tiny", help="tiny | demo | bench (default: tiny)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--cordex", metavar="CALENDAR", default=None,
+                   help="also write EURO-CORDEX-like daily files (OUT/cordex/: CMOR names, rotated pole, one "
+                        "file per variable and period) in CALENDAR: 360_day, noleap or standard")
 
     p = sub.add_parser("preprocess", parents=[overrides, quiet],
                        help="NetCDF → packed HDF5 shards (also under mpiexec / srun)")
@@ -128,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _synth(args: argparse.Namespace) -> int:
     from hpcdiff.data.synth import write_world
 
-    out = write_world(args.out, preset=args.preset, seed=args.seed, progress=args.progress)
+    out = write_world(args.out, preset=args.preset, seed=args.seed, progress=args.progress,
+                      cordex=args.cordex)
     print(f"synthetic world ({args.preset}, seed {args.seed}) written to {out}")
     return 0
 

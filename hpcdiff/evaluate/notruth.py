@@ -34,6 +34,7 @@ from hpcdiff.evaluate.samples import Samples, read_samples
 from hpcdiff.evaluate.truth import Static, read_static
 from hpcdiff.fsutil import atomic_dir
 from hpcdiff.provenance import provenance
+from hpcdiff.timeaxis import iso_dates, to_days
 from hpcdiff.variables import count_outside
 
 if TYPE_CHECKING:
@@ -121,7 +122,9 @@ def meta(samples: Samples, manifest: Manifest) -> dict[str, Any]:
             "dataset": str(Path(manifest.root).resolve()),
             "normalization_from": (manifest.normalization_from.dataset if manifest.normalization_from
                                    else None),
-            "dates": int(dates.size), "first_date": str(dates.min()), "last_date": str(dates.max()),
+            "dates": int(dates.size), "calendar": manifest.calendar,
+            "first_date": iso_dates(to_days(dates.min()), manifest.calendar)[0],
+            "last_date": iso_dates(to_days(dates.max()), manifest.calendar)[0],
             "members": samples.members, "non_finite": samples.non_finite, **samples.attrs}
 
 
@@ -151,7 +154,7 @@ def _cell(value: Any) -> str:
 def markdown(headline: Mapping, info: Mapping[str, Any], units: Mapping[str, str]) -> str:
     lines = ["# hpcdiff evaluation (no truth)", "", f"> {info['note']}.", ""]
     lines += [f"- **{k}**: `{info[k]}`" for k in ("samples", "dataset", "normalization_from", "dates",
-                                                 "first_date", "last_date", "members")] + [""]
+                                                 "calendar", "first_date", "last_date", "members")] + [""]
     for variable, scores in headline.items():
         methods, rows = _rows(scores)
         lines += [f"## {variable} [{units.get(variable, '')}] (land, all dates)", "",

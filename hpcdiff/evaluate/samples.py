@@ -89,8 +89,15 @@ def check_coordinates(ds: xr.Dataset, path: Path, *, x: np.ndarray, y: np.ndarra
 
 
 def sample_dates(ds: xr.Dataset, path: Path) -> np.ndarray:
-    """The file's dates ``[T]`` datetime64[D]; a one-line error for undecodable or repeated times."""
+    """The file's dates ``[T]`` datetime64[D]; a one-line error for undecodable or repeated times. Dates
+    of a non-standard calendar (cftime objects) are ``1970-01-01 + day number`` of their calendar, the
+    dataset's own time axis (see :mod:`hpcdiff.timeaxis`)."""
     values = ds["time"].values
+    if values.dtype == object and values.size and hasattr(values[0], "calendar"):
+        import cftime
+
+        days = np.asarray(cftime.date2num(list(values), TIME_UNITS, calendar=values[0].calendar), np.int64)
+        values = days.astype("datetime64[D]")
     if not np.issubdtype(values.dtype, np.datetime64):
         raise HpcdiffError(f"{path}: time has no CF time units (expected {TIME_UNITS!r})")
     dates = values.astype("datetime64[D]")

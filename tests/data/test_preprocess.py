@@ -246,6 +246,9 @@ def test_shipped_recipes_load():
     for name in ("synthetic.yaml", "era5_danra_template.yaml"):
         recipe = load_config(PreprocessRecipe, REPO / "preprocess" / name)
         assert recipe.split.train_years == list(range(1991, 2000)) and recipe.split.test_dates == 100
+    cordex = load_config(PreprocessRecipe, REPO / "preprocess" / "eurocordex_template.yaml")
+    assert cordex.conditions_only
+    assert [v.source for v in cordex.era5.variables][:3] == ["tas", "pr", "evspsbl"]
 
 
 def test_synthetic_world_matches_the_generators_bilinear_baseline(tiny_dataset):

@@ -42,3 +42,21 @@ def test_axis_order_and_longitude_convention_do_not_matter():
 def test_target_outside_the_source_is_an_error():
     with pytest.raises(HpcdiffError, match="era5_x.nc: target latitude 60.000 lies outside"):
         plan_bilinear(ERA5_LAT, ERA5_LON, np.array([[60.0]]), np.array([[10.0]]), where="era5_x.nc")
+
+
+def test_a_rotated_pole_is_regridded_in_its_own_coordinates():
+    """A field linear in (rlat, rlon) of EURO-CORDEX's rotated pole is reproduced exactly at the target
+    points, which regridding in the 2-D geographic lat/lon would not do."""
+    from hpcdiff.data.regrid import to_rotated_pole
+    from hpcdiff.data.synth.cordex import POLE
+
+    _, _, lat, lon = target_grid()
+    rlat, rlon = to_rotated_pole(lat, lon, POLE, where="test")
+    assert 3 < rlat.mean() < 8 and -6 < rlon.mean() < 0  # Denmark in EUR-11's frame
+    rlat_axis = np.arange(np.floor(rlat.min()) - 1, np.ceil(rlat.max()) + 1.5, 0.44)
+    rlon_axis = np.arange(np.floor(rlon.min()) - 1, np.ceil(rlon.max()) + 1.5, 0.44)
+    src = linear(*np.meshgrid(rlat_axis, rlon_axis, indexing="ij"))
+    out = apply_bilinear(plan_bilinear(rlat_axis, rlon_axis, rlat, rlon), src)
+    np.testing.assert_allclose(out, linear(rlat, rlon), atol=1e-9)
+    with pytest.raises(HpcdiffError, match="f.nc: grid mapping 'rotated_latitude_longitude' is not usable"):
+        to_rotated_pole(lat, lon, {"grid_mapping_name": "rotated_latitude_longitude"}, where="f.nc")

@@ -24,7 +24,7 @@ from hpcdiff.data.synth.truth import truth
 from hpcdiff.data.synth.weather import era5_fields
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import atomic_dir
-from hpcdiff.timeaxis import to_days
+from hpcdiff.timeaxis import calendar_name, to_days
 
 
 def _write_grid(ds: netCDF4.Dataset, world: World) -> None:
@@ -113,11 +113,16 @@ def check_replaceable(out: Path) -> None:
                            "not replacing it (choose a new or empty folder)")
 
 
-def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: bool = True) -> Path:
+def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: bool = True,
+                cordex: str | None = None) -> Path:
     """Write the synthetic world of ``preset`` to the folder ``out`` (atomically: built next to it,
     renamed at the end); the same ``preset`` and ``seed`` give identical bytes. ``out`` may be new, an
-    empty folder or an existing world, which is replaced; anything else is refused untouched."""
+    empty folder or an existing world, which is replaced; anything else is refused untouched.
+    ``cordex``: a calendar in which to also write EURO-CORDEX-like files into ``cordex/``
+    (:mod:`hpcdiff.data.synth.cordex`)."""
     spec = get_preset(preset)
+    if cordex is not None:
+        cordex = calendar_name(cordex, where="--cordex")
     if seed < 0:
         raise HpcdiffError(f"synthetic world seed must be >= 0 (got {seed})")
     out = Path(out)
@@ -132,5 +137,9 @@ def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: boo
             write_era5_year(world, year)
         for year in tqdm(world.years, desc=f"synth {preset}", unit="year", disable=not progress):
             write_danra(world.danra_path(year), world, world.dates[year])
+        if cordex is not None:
+            from hpcdiff.data.synth.cordex import write_cordex
+
+            write_cordex(world, tmp / "cordex", calendar=cordex)
         (tmp / WORLD_JSON).write_text(json.dumps(world_json(world), indent=1, sort_keys=True) + "\n")
     return out
