@@ -278,6 +278,16 @@ def scan_piece(ds: xr.Dataset, name: str, spec: Era5Variable, *, path: Path,
     return piece, stamps, (lat, lon), projection
 
 
+def _filled_cells(da: xr.DataArray, piece: Piece) -> np.ndarray:
+    """Whether each cell ``[K]`` (flat over the time dimensions) of a forecast-layout variable holds a
+    value, probed at the first grid point: cfgrib fills the steps a request did not include with NaN."""
+    probe = da.isel({piece.grid_dims[0]: 0, piece.grid_dims[1]: 0})
+    probe = probe.isel({d: 0 for d in probe.dims if d not in piece.lead and d != "expver"})
+    values = np.asarray(probe.transpose(*piece.lead, *(["expver"] if piece.expver else [])).values)
+    finite = np.isfinite(values)
+    return (finite.any(axis=-1) if piece.expver else finite).ravel()
+
+
 def read_rows(opened: OpenInputs, piece: Piece, flat: np.ndarray, *, stamps: np.ndarray,
               grid: tuple[int, int], calendar: str = "standard") -> np.ndarray:
     """Values ``[m, n_lat, n_lon]`` float64 in the recipe's units at flat indices ``flat`` ``[m]`` of
@@ -384,6 +394,8 @@ def scan_era5_inputs(paths: Sequence[Path], variables: Sequence[Era5Variable], *
                     flat = np.arange(stamps.size)
                     if present is not None:  # cells of cfgrib's hypercube that a message holds
                         flat = flat[np.isin(stamps, present.get(name, np.array([], np.int64)))]
+                    elif "step" in piece.lead:  # cfgrib's hypercube saved as NetCDF: empty cells are NaN
+                        flat = flat[_filled_cells(ds[name], piece)]
                     found[spec.name].append((piece, stamps[flat], flat))
             finally:
                 ds.close()

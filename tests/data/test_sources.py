@@ -306,3 +306,29 @@ def test_new_cds_zip_is_read_in_place(tmp_path):
     _, daily = read([download], dates)
     assert_expected(daily, dates)
     assert [p.name for p in download.parent.iterdir()] == ["era5_2001_01.zip"]
+
+
+def test_cfgrib_forecast_layout_saved_as_netcdf(tmp_path):
+    """A GRIB download opened with cfgrib and saved with xarray keeps accumulations as (time, step) with a
+    2-D valid_time; the steps the request did not include are NaN cells, not missing values."""
+    import cfgrib
+
+    grib = tmp_path / "era5.grib"
+    write_grib(grib, first="2001-01-01T00", last="2001-01-03T23", names=("tp",))
+    (ds,) = cfgrib.open_datasets(str(grib), backend_kwargs={"indexpath": ""})
+    assert ds["tp"].dims == ("time", "step", "latitude", "longitude") and np.isnan(ds["tp"].values).any()
+    path = write_netcdf(tmp_path / "era5_from_cfgrib.nc", ds)
+    dates = days("2001-01-01", "2001-01-02")
+    inputs, daily = read([path], dates, SPECS[1:2])
+    np.testing.assert_array_equal(inputs.complete_dates(), dates)
+    assert_expected(daily, dates, SPECS[1:2], rtol=1e-4)
+
+
+def test_static_units_spelled_meters(tmp_path):
+    from mini_world import write_static
+    path = tmp_path / "static.nc"
+    write_static(path)
+    with netCDF4.Dataset(path, "a") as ds:
+        ds["orography"].units = "meters"
+    np.testing.assert_array_equal(read_static_field(path, "orography", units="m"),
+                                  read_static_field(path, "orography", units="metres"))
