@@ -200,6 +200,9 @@ def _convert(tp: Any, value: Any, *, where: str, key: str) -> Any:
 def _convert_union(args: tuple[Any, ...], value: Any, *, where: str, key: str) -> Any:
     if value is None and type(None) in args:
         return None
+    candidates = [a for a in args if a is not type(None)]
+    if len(candidates) == 1:  # an optional value: its own error (e.g. a misspelt key inside a section)
+        return _convert(candidates[0], value, where=where, key=key)
     errors = []
     for arg in args:
         if arg is type(None):

@@ -200,6 +200,26 @@ def preprocess(i: Inputs, folder: Path, *sets: str, recipe: Path = RECIPE, out: 
             *[a for o in overrides for a in ("--set", o)]]
 
 
+SYNTHETIC_ERA5 = ["{name: t2m, units: K}", "{name: tp, units: m, kind: accumulation, transform: log1p}",
+                  "{name: e, units: m of water equivalent, kind: accumulation, transform: asinh, scale: 0.5}",
+                  "{name: msl, units: Pa}", "{name: u10, units: m s-1}", "{name: v10, units: m s-1}"]
+
+
+def era5_variables(*extra: str, first: str | None = None) -> str:
+    """``era5.variables=[...]``: the synthetic recipe's, the first replaced by ``first``, plus ``extra``."""
+    entries = [first or SYNTHETIC_ERA5[0], *SYNTHETIC_ERA5[1:], *extra]
+    return "era5.variables=[" + ", ".join(entries) + "]"
+
+
+def zip_of_readme(folder: Path) -> Path:
+    import zipfile
+
+    path = folder / "download.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("README.txt", "request 12345\n")
+    return path
+
+
 def evaluate(samples_nc: Path, dataset: Path, out: Path) -> list[str]:
     return ["evaluate", str(samples_nc), "--dataset", str(dataset), "--out", str(out), QUIET]
 
@@ -284,6 +304,17 @@ CASES: list[Case] = [
          "holds no synthetic world (world.json); not replacing it"),
     Case("synth-unknown-preset", "an unknown synthetic preset",
          lambda i, f: ["synth", str(f / "w"), "--preset", "huge", QUIET], "huge"),
+    Case("synth-unknown-calendar", "CORDEX-like files in a calendar hpcdiff does not know",
+         lambda i, f: ["synth", str(f / "w"), "--cordex", "julian", QUIET],
+         "calendar 'julian' is not supported"),
+    Case("preprocess-variable-nowhere", "a recipe variable that no ERA5 input holds",
+         lambda i, f: preprocess(i, f, era5_variables("{name: d2m, units: K}")),
+         "missing variable 'd2m' or '2d' (recipe's 'd2m') in all"),
+    Case("preprocess-units-mismatch", "ERA5 units that measure something else than the recipe's",
+         lambda i, f: preprocess(i, f, era5_variables(first="{name: t2m, units: m}")),
+         "units 'K' cannot be converted to 'm'"),
+    Case("preprocess-zip-without-netcdf", "a downloaded zip that holds no NetCDF",
+         lambda i, f: preprocess(i, f, f"era5.files=[{zip_of_readme(f)}]"), "a zip archive without NetCDF"),
     # -- training ------------------------------------------------------------------------------------
     Case("train-missing-dataset", "training on a dataset that does not exist",
          lambda i, f: train(i, f, dataset=f / "nowhere"), "nowhere"),

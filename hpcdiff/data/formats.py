@@ -72,6 +72,7 @@ def open_inputs(path: Path) -> list[xr.Dataset]:
         if kind == "zarr":
             return [xr.open_zarr(path, decode_times=False, decode_timedelta=False, chunks=None,
                                  mask_and_scale=True)]
+        _no_chunk_cache()
         return [xr.open_dataset(path, engine="netcdf4", decode_times=False, decode_timedelta=False,
                                 mask_and_scale=True, cache=False)]
     except HpcdiffError:
@@ -101,6 +102,15 @@ def grib_valid_times(path: Path) -> dict[str, np.ndarray]:
             for name in names:
                 found.setdefault(name, []).append(int(stamp.astype(np.int64)))
     return {name: np.unique(stamps) for name, stamps in found.items()}
+
+
+def _no_chunk_cache() -> None:
+    """No HDF5 chunk cache for the variables of NetCDF inputs opened from now on: a block of days reads
+    each chunk once, and the default (16 MiB per variable of every open file) only costs memory; it
+    took preprocessing's peak from ~190 to 600-850 MiB (docs/performance_data.md)."""
+    import netCDF4
+
+    netCDF4.set_chunk_cache(size=0, nelems=1, preemption=1.0)
 
 
 def _open_zip(path: Path) -> list[xr.Dataset]:
