@@ -21,14 +21,20 @@ def profile_train(job: TrainJob, out: Path, opts: TrainProfileOptions, *,
                   interconnects: Sequence[str] = DEFAULT_INTERCONNECTS) -> list[str]:
     """Run every point and write the report; returns the lines to print (table, validation, advice)."""
     fabrics = [proj.load_interconnect(name) for name in interconnects]  # refuse a bad name before running
-    out = Path(out)
-    done = run_points(job, out, opts)
-    points = report.summarize(done, warmup=opts.warmup)
+    done = run_points(job, Path(out), opts)
+    return write_report(job, Path(out), done, modes=opts.modes, warmup=opts.warmup, fabrics=fabrics)
+
+
+def write_report(job: TrainJob, out: Path, done: Sequence[dict[str, Any]], *, modes: Sequence[str],
+                 warmup: int, fabrics: Sequence[proj.Interconnect]) -> list[str]:
+    """Summarize the points' records (``ranks.json`` of every point), project, validate against the
+    α–β fit in ``out/comm.json`` if there is one, and write the report into ``out``."""
+    points = report.summarize(done, warmup=warmup)
     table = scaling_table(points)
     first = done[0]["records"][0]
     bucket = bucket_bytes(job, int(first["grad_bytes_per_element"]))
     models = {}
-    for mode in opts.modes:
+    for mode in modes:
         base = min((p for p in points if p.mode == mode), key=lambda p: p.ranks)
         rec = next(d for d in done if d["point"]["mode"] == mode and d["point"]["ranks"] == base.ranks)
         models[mode] = report.step_model(base, rec["records"][0], bucket_bytes=bucket, overlap=overlaps(job))
