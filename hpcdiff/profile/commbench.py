@@ -107,7 +107,7 @@ def profile_comm(out: Path, slurm: SlurmSection, *, executor: str, min_bytes: in
     report.write_csv(out / "comm.csv", rows, COMM_COLUMNS)
     report.write_json(out / "comm.json", {
         "fit": dataclasses.asdict(fit), "ring_step_latency_s": hop_alpha,
-        "link_bandwidth_gb_per_s": 1 / hop_beta / 1e9,
+        "link_bandwidth_gb_per_s": 1 / hop_beta / 1e9 if hop_beta > 0 else None,
         "backend": results[0]["backend"], "ranks": ranks, "slurm_job_id": str(submitted.job_id),
         "model": "t(S) = alpha_s + beta_s_per_byte * S; residual: RMS of relative errors"})
     plots.comm_bandwidth(rows, out / "comm.png")
@@ -115,5 +115,5 @@ def profile_comm(out: Path, slurm: SlurmSection, *, executor: str, min_bytes: in
                                          ("algbw_gb_per_s", "algbw GB/s", ".3f"),
                                          ("busbw_gb_per_s", "busbw GB/s", ".3f"))),
             f"fit: alpha {fit.alpha_s * 1e6:.1f} us, beta {fit.beta_s_per_byte * 1e9:.4f} ns/B "
-            f"({1 / fit.beta_s_per_byte / 1e9:.2f} GB/s), residual {fit.residual:.1%} (RMS relative) "
+            f"({fit.bandwidth_gb_per_s:.2f} GB/s), residual {fit.residual:.1%} (RMS relative) "
             f"on {ranks} ranks; written to {out}"]

@@ -6,7 +6,8 @@ bandwidth is what each rank's link carries in a ring all-reduce, comparable acro
 
 The fit is the Hockney model ``t(S) = α + β S`` (α: latency, s; β: time per byte, s/B), by least
 squares on the *relative* error (each equation divided by the measured time), because the sizes span
-five orders of magnitude and an unweighted fit would ignore every small message.
+five orders of magnitude and an unweighted fit would ignore every small message; both are kept
+non-negative (``scipy.optimize.nnls``), since noisy latency-bound sizes alone can tilt β below zero.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.optimize import nnls
 
 
 def algbw(size_bytes: float, seconds: float) -> float:
@@ -47,6 +49,11 @@ class AlphaBeta:
             raise ValueError("a single rank has no ring to fit")
         return self.alpha_s / (2 * (n - 1)), self.beta_s_per_byte / (2.0 * (n - 1) / n)
 
+    @property
+    def bandwidth_gb_per_s(self) -> float:
+        """``1 / β`` in GB/s (1e9 bytes/s); infinite when the fit found no per-byte cost."""
+        return 1.0 / self.beta_s_per_byte / 1e9 if self.beta_s_per_byte > 0 else float("inf")
+
 
 def fit_alpha_beta(sizes_bytes: list[float], seconds: list[float], *, ranks: int) -> AlphaBeta:
     """Least-squares α and β from measured all-reduce times (relative-error weighting)."""
@@ -57,7 +64,7 @@ def fit_alpha_beta(sizes_bytes: list[float], seconds: list[float], *, ranks: int
     if not (np.all(t > 0) and np.all(size > 0)):
         raise ValueError("sizes and times must be positive")
     design = np.stack([np.ones_like(size), size], axis=1) / t[:, None]
-    (alpha, beta), *_ = np.linalg.lstsq(design, np.ones_like(t), rcond=None)
+    (alpha, beta), _ = nnls(design, np.ones_like(t))
     rel = (alpha + beta * size - t) / t
     return AlphaBeta(alpha_s=float(alpha), beta_s_per_byte=float(beta),
                      residual=float(np.sqrt(np.mean(rel**2))), ranks=ranks)

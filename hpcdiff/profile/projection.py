@@ -80,7 +80,7 @@ class Interconnect:
     def from_fit(cls, fit: AlphaBeta, *, name: str = "measured") -> Interconnect:
         """A flat fabric with the ring parameters behind a measured α–β fit, at every rank count."""
         alpha, beta = fit.per_hop()
-        link = Link(latency_us=max(alpha, 0.0) * 1e6, bandwidth_gb_per_s=1.0 / beta / 1e9)
+        link = Link(latency_us=alpha * 1e6, bandwidth_gb_per_s=1.0 / beta / 1e9 if beta > 0 else float("inf"))
         return cls(name=name, gpus_per_node=10**9, intra_node=link, inter_node=link,
                    description=f"fitted on {fit.ranks} ranks (residual {fit.residual:.1%})")
 

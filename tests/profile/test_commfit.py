@@ -50,3 +50,10 @@ def test_per_hop_inverts_the_ring_formula():
     assert 2 * 3 / 4 * hop_beta == pytest.approx(1.5e-9)
     with pytest.raises(ValueError):
         AlphaBeta(1.0, 1.0, 0.0, ranks=1).per_hop()
+
+
+def test_latency_bound_noise_never_gives_a_negative_beta():
+    sizes = [1024, 2048, 4096, 8192]
+    fit = fit_alpha_beta(sizes, [9e-4, 8e-4, 7e-4, 6e-4], ranks=2)  # times that fall with size
+    assert fit.beta_s_per_byte == 0.0 and fit.alpha_s > 0
+    assert fit.bandwidth_gb_per_s == float("inf")
