@@ -174,6 +174,8 @@ def _add_profile(sub: argparse._SubParsersAction, overrides: argparse.ArgumentPa
     c.add_argument("--nodes", type=int, default=None, help="nodes (default: the job's, else 1)")
     c.add_argument("--tasks-per-node", "--ranks", dest="tasks_per_node", type=int, default=None,
                    help="ranks per node (default: the job's, else 2)")
+    c.add_argument("--gpus-per-node", type=int, default=None,
+                   help="GPUs per node, one rank each (default: the job's, else 0: CPU ranks over gloo)")
     c.add_argument("--min-bytes", type=int, default=1 << 10, help="smallest message (default: 1 KiB)")
     c.add_argument("--max-bytes", type=int, default=1 << 28, help="largest message (default: 256 MiB)")
 
@@ -365,7 +367,8 @@ def _profile_comm(args: argparse.Namespace) -> list[str]:
         slurm = load_config(TrainJob, args.job).slurm
     else:
         slurm = SlurmSection(gpus_per_node=0, tasks_per_node=2, cpus_per_task=1, time_limit_min=30)
-    given = (("nodes", args.nodes), ("tasks_per_node", args.tasks_per_node))
+    given = (("nodes", args.nodes), ("tasks_per_node", args.tasks_per_node),
+             ("gpus_per_node", args.gpus_per_node))
     changes = {k: v for k, v in given if v is not None}
     try:
         slurm = dataclasses.replace(slurm, **changes)

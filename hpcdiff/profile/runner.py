@@ -115,13 +115,15 @@ def plan_points(job: TrainJob, opts: TrainProfileOptions) -> list[Point]:
 
 
 def point_job(job: TrainJob, point: Point, opts: TrainProfileOptions) -> TrainJob:
-    """The job of one point: its batch and layout, ``warmup + steps`` steps, no validation, one final
-    checkpoint, DeepSpeed's timers and comms logger on."""
+    """The job of one point: its batch and layout (on GPUs one task per GPU), ``warmup + steps`` steps, no
+    validation, one final checkpoint, DeepSpeed's timers and comms logger on."""
     steps = opts.warmup + opts.steps
     train = dataclasses.replace(job.train, max_steps=steps, global_batch=point.global_batch,
                                 micro_batch=point.micro_batch, log_every=1, val_every=steps, val_batches=0,
                                 ckpt_every=steps, keep_last=1, tensorboard=False)
-    slurm = dataclasses.replace(job.slurm, nodes=point.nodes, tasks_per_node=point.tasks_per_node)
+    gpus = point.tasks_per_node if job.slurm.gpus_per_node else 0  # one task per GPU
+    slurm = dataclasses.replace(job.slurm, nodes=point.nodes, tasks_per_node=point.tasks_per_node,
+                                gpus_per_node=gpus)
     deepspeed = {**job.deepspeed, **PROFILE_DEEPSPEED}
     return dataclasses.replace(job, train=train, slurm=slurm, deepspeed=deepspeed)
 
