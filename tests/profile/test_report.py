@@ -101,3 +101,4 @@ def test_validation_against_the_fitted_alpha_beta(job, tmp_path):
     assert float(rows[2]["predicted_step_ms"]) == pytest.approx(predicted, rel=1e-4)
     assert float(rows[2]["error"]) == pytest.approx(predicted / measured - 1, abs=1e-4)
     assert any("projection against the measured points" in line for line in lines)
+    assert float(rows[2]["compute_ratio"]) == pytest.approx(1.0)  # the same per-sample compute
