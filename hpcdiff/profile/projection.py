@@ -13,6 +13,8 @@ The model, in the symbols of the docs (``docs/performance_scaling.md``):
   communication``, with every term measured on the smallest point. Without overlap (DeepSpeed's
   ZeRO-0 and ZeRO-1 reduce after the backward pass) all communication is exposed; with overlap
   (ZeRO-2 ``overlap_comm``) it hides behind the last micro-step's backward, except the last bucket.
+  Under ZeRO 1/2 the optimizer step is split over the ranks; its reduce-scatter plus all-gather move
+  the same bytes as the all-reduce, so the communication term stays.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class StepModel:
     grad_bytes: int
     bucket_bytes: int
     overlap: bool = False
-
+    shard_optimizer: bool = False  # ZeRO 1/2: each rank steps 1/p of the optimizer state
     def comm_s(self, ranks: int, ic: Interconnect) -> tuple[float, float]:
         """``(all communication, last bucket)`` of one step's gradient reduction, s."""
         alpha, beta = ic.alpha_beta(ranks)
@@ -128,7 +130,8 @@ class StepModel:
         exposed = max(last, comm - backward) if self.overlap else comm
         per_rank = micro_batch * accum_steps
         per_sample = self.forward_s_per_sample + self.backward_s_per_sample + self.other_s_per_sample
-        step = per_rank * per_sample + self.optimizer_s + exposed
+        optimizer = self.optimizer_s / ranks if self.shard_optimizer else self.optimizer_s
+        step = per_rank * per_sample + optimizer + exposed
         return {"step_s": step, "comm_s": comm, "exposed_s": exposed,
                 "samples_per_s": ranks * per_rank / step}
 
@@ -185,7 +188,8 @@ def remedies(model: StepModel, setting: Setting, ic: Interconnect, gpus: int) ->
     replace = dataclasses.replace
     options: list[tuple[str, StepModel, Setting]] = [
         ("bucket size x4", replace(model, bucket_bytes=model.bucket_bytes * 4), setting),
-        ("overlap the reduction with backward (ZeRO-2 overlap_comm)", replace(model, overlap=True), setting)]
+        ("overlap the reduction with backward (ZeRO-2 overlap_comm)", replace(model, overlap=True), setting),
+        ("ZeRO-1 (the optimizer step split over the ranks)", replace(model, shard_optimizer=True), setting)]
     if setting.mode == "weak":
         options += [(f"accumulation steps x{k}", model, replace(setting, accum_steps=setting.accum_steps * k))
                     for k in (2, 4, 8)]

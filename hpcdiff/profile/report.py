@@ -70,8 +70,8 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def step_model(point: PointSummary, record: dict[str, Any], *, bucket_bytes: int,
-               overlap: bool) -> proj.StepModel:
+def step_model(point: PointSummary, record: dict[str, Any], *, bucket_bytes: int, overlap: bool,
+               shard_optimizer: bool = False) -> proj.StepModel:
     """The projection's per-sample costs, from one measured point (its median rank)."""
     samples = point.micro_batch * point.accum_steps
     grad_bytes = int(record["parameters"]) * int(record["grad_bytes_per_element"])
@@ -79,8 +79,8 @@ def step_model(point: PointSummary, record: dict[str, Any], *, bucket_bytes: int
         forward_s_per_sample=point.phase("forward_ms") / 1e3 / samples,
         backward_s_per_sample=point.phase("backward_ms") / 1e3 / samples,
         other_s_per_sample=(point.phase("data_wait_ms") + point.phase("other_ms")) / 1e3 / samples,
-        optimizer_s=point.phase("optimizer_ms") / 1e3, grad_bytes=grad_bytes, bucket_bytes=bucket_bytes,
-        overlap=overlap)
+        optimizer_s=point.phase("optimizer_ms") / 1e3 * (point.ranks if shard_optimizer else 1),
+        grad_bytes=grad_bytes, bucket_bytes=bucket_bytes, overlap=overlap, shard_optimizer=shard_optimizer)
 
 
 def setting_of(point: PointSummary) -> proj.Setting:

@@ -37,7 +37,8 @@ def write_report(job: TrainJob, out: Path, done: Sequence[dict[str, Any]], *, mo
     for mode in modes:
         base = min((p for p in points if p.mode == mode), key=lambda p: p.ranks)
         rec = next(d for d in done if d["point"]["mode"] == mode and d["point"]["ranks"] == base.ranks)
-        models[mode] = report.step_model(base, rec["records"][0], bucket_bytes=bucket, overlap=overlaps(job))
+        models[mode] = report.step_model(base, rec["records"][0], bucket_bytes=bucket, overlap=overlaps(job),
+                                         shard_optimizer=job.train.zero_stage > 0)
     fit = report.fit_from(out)
     measured_ic = proj.Interconnect.from_fit(fit) if fit is not None else None
     validation = report.validate(points, models, measured_ic) if measured_ic else []

@@ -3,6 +3,8 @@ and the advice where efficiency falls below 90 %."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from hpcdiff.errors import HpcdiffError
@@ -121,3 +123,12 @@ def test_advice_names_the_first_count_below_90_percent_and_what_lifts_it():
     assert "falls below 90% at 8 GPUs" in text and "accumulation steps x" in text
     fast = StepModel(1.0, 2.0, 0.0, 0.0, grad_bytes=1000, bucket_bytes=1000)
     assert "stays at or above 90% up to 1024 GPUs" in advice(fast, setting, ic, project(fast, setting, ic))
+
+
+def test_zero1_splits_the_optimizer_step_and_keeps_the_communication():
+    model = StepModel(0.01, 0.02, 0.0, optimizer_s=0.08, grad_bytes=4_000_000, bucket_bytes=2_000_000_000)
+    plain = model.predict(8, micro_batch=4, accum_steps=1, ic=FLAT)
+    zero1 = dataclasses.replace(model, shard_optimizer=True)
+    sharded = zero1.predict(8, micro_batch=4, accum_steps=1, ic=FLAT)
+    assert plain["step_s"] - sharded["step_s"] == pytest.approx(0.08 - 0.01)
+    assert plain["exposed_s"] == sharded["exposed_s"]
