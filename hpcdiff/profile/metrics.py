@@ -3,7 +3,8 @@
 A *point* is one training run at a number of ranks. Each rank reports one record per measured step
 (milliseconds, see :data:`PHASES`); a rank's value of a phase is the median over its measured steps,
 and the point's value is the median over ranks, except the step time, whose point value is the
-slowest rank's (every rank waits for it in the all-reduce).
+slowest rank's (every rank waits for it in the all-reduce). The straggler spread is max over median
+across ranks of each rank's own work (its step without the exposed all-reduce, where it waits).
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ class PointSummary:
 
     @property
     def spread(self) -> float:
-        return straggler_spread([r.phases["step_ms"] for r in self.per_rank])
+        """Straggler spread of the ranks' own work (step minus exposed all-reduce): whole steps are equal
+        on every rank, since the fast ranks wait for the slow one inside the all-reduce."""
+        own = [r.phases["step_ms"] - r.phases["allreduce_exposed_ms"] for r in self.per_rank]
+        return straggler_spread(own)
 
     def share(self, name: str) -> float:
         return self.phase(name) / self.phase("step_ms")
