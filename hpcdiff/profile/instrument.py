@@ -72,7 +72,8 @@ class ProfileTrainer(Trainer):
         return metrics
 
     def _maybe_trace(self) -> None:
-        """Start ``torch.profiler`` at the first measured step, for ``trace_steps`` steps."""
+        """Start ``torch.profiler`` at the first measured step, for ``trace_steps`` steps; its schedule marks
+        each step (``ProfilerStep#N``), which trace analysers (HolisticTraceAnalysis) look for."""
         steps, warmup = int(self.options.get("trace_steps", 0)), int(self.options.get("warmup", 0))
         if steps <= 0 or not self.options.get("trace_dir"):
             return
@@ -80,15 +81,19 @@ class ProfileTrainer(Trainer):
             activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
-            self._trace = torch.profiler.profile(activities=activities)
+            schedule = torch.profiler.schedule(wait=0, warmup=0, active=steps, repeat=1)
+            self._trace = torch.profiler.profile(activities=activities, schedule=schedule,
+                                                 on_trace_ready=self._export_trace)
             self._trace.__enter__()
         elif self._trace is not None and self.step == warmup + steps:
             self._trace.__exit__(None, None, None)
-            path = Path(self.options["trace_dir"]) / f"rank-{self.env.rank}.json"
-            with atomic_file(path, suffix=".json") as tmp:  # each rank writes its own trace
-                self._trace.export_chrome_trace(str(tmp))
-            print(f"hpcdiff profile: trace of rank {self.env.rank} in {path}", file=sys.stderr, flush=True)
             self._trace = None
+
+    def _export_trace(self, prof: torch.profiler.profile) -> None:
+        path = Path(self.options["trace_dir"]) / f"rank-{self.env.rank}.json"
+        with atomic_file(path, suffix=".json") as tmp:  # each rank writes its own trace
+            prof.export_chrome_trace(str(tmp))
+        print(f"hpcdiff profile: trace of rank {self.env.rank} in {path}", file=sys.stderr, flush=True)
 
     def record(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.engine.module.parameters())
