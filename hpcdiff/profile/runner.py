@@ -95,7 +95,8 @@ def layouts(job: TrainJob, opts: TrainProfileOptions) -> list[tuple[int, int, in
 
 def plan_points(job: TrainJob, opts: TrainProfileOptions) -> list[Point]:
     """Weak: a fixed micro-batch per rank (``--micro-batch``, else ``train.micro_batch``, else the global
-    batch over the most ranks). Strong: the job's global batch, split over the ranks."""
+    batch over the most ranks). Strong: the job's global batch, split over the ranks (accumulating
+    ``train.micro_batch``-sized micro-batches where a rank's share is a multiple of it)."""
     shapes = layouts(job, opts)
     most = max(r for r, _, _ in shapes)
     points = []
@@ -107,8 +108,10 @@ def plan_points(job: TrainJob, opts: TrainProfileOptions) -> list[Point]:
                     raise HpcdiffError(f"train.global_batch {job.train.global_batch} is smaller than {most} "
                                        "ranks; give --micro-batch for weak scaling")
                 point = Point(mode, ranks, nodes, tasks, micro * ranks, micro)
-            else:
-                point = Point(mode, ranks, nodes, tasks, job.train.global_batch, job.train.micro_batch)
+            else:  # the job's micro-batch where it still divides a rank's share, else the whole share
+                share, micro = job.train.global_batch // ranks, job.train.micro_batch
+                keep = micro is not None and share >= micro and share % micro == 0
+                point = Point(mode, ranks, nodes, tasks, job.train.global_batch, micro if keep else None)
             batch_arithmetic(point_job(job, point, opts).train, ranks)  # refuse before anything runs
             points.append(point)
     return points

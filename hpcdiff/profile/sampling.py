@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcdiff import dist
-from hpcdiff.config import from_dict
+from hpcdiff.config import from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import ensure_writable_dir
 from hpcdiff.launch.array import SampleTask, deadline_for, submit_sample, wait_array
@@ -62,16 +62,22 @@ class ProfileSampleTask(SampleTask):
 def run_tasks(job: SampleJob, run: Path, out: Path, tasks: int, *, executor: str) -> dict[str, Any]:
     folder = out / "sample" / f"tasks-{tasks}"
     result_path = folder / "result.json"
+    job_t = dataclasses.replace(job, array=dataclasses.replace(job.array, tasks=tasks,
+                                                               parallelism=max(tasks, job.array.parallelism)))
+    want = {"job": json.loads(json.dumps(to_dict(job_t), default=str)), "run": str(Path(run).resolve()),
+            "executor": executor}
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        done = json.loads(result_path.read_text())
+        if {k: done.get(k) for k in want} == want:
+            print(f"hpcdiff profile sample: {tasks} task(s): reusing {result_path}", file=sys.stderr,
+                  flush=True)
+            return done
     if folder.exists():
         if not (folder / POINT_MARKER).is_file():
             raise HpcdiffError(f"{folder}: exists and was not made by hpcdiff profile; choose another --out")
         shutil.rmtree(folder)
     ensure_writable_dir(folder)
     (folder / POINT_MARKER).write_text("")
-    job_t = dataclasses.replace(job, array=dataclasses.replace(job.array, tasks=tasks,
-                                                               parallelism=max(tasks, job.array.parallelism)))
     start = time.perf_counter()
     submitted = submit_sample(job_t, run, folder / "samples", executor=executor, task_type=ProfileSampleTask)
     if submitted is None:
@@ -79,7 +85,7 @@ def run_tasks(job: SampleJob, run: Path, out: Path, tasks: int, *, executor: str
     wait_array(submitted, deadline_s=deadline_for(job_t, tasks))
     wall = time.perf_counter() - start
     results = [j.result() for j in submitted.jobs]
-    done = {"tasks": tasks, "wall_s": wall, "results": results,
+    done = {**want, "tasks": tasks, "wall_s": wall, "results": results,
             "job_ids": [str(j.job_id) for j in submitted.jobs]}
     report.write_json(result_path, done)
     return done

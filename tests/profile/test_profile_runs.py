@@ -112,3 +112,4 @@ def test_slurm_two_nodes_strong_and_comm(tiny_dataset, tmp_path):
     assert all(r["micro_batch"] == 2 and r["world_size"] == 2 for r in two["records"])
     ids = json.loads((out / "environment.json").read_text())["slurm_job_ids"]
     assert set(ids) == {"strong-r1", "strong-r2"} and all(v.isdigit() for v in ids.values())
+
