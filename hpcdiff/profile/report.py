@@ -4,7 +4,6 @@ atomically (a temporary next to it, renamed when complete)."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import platform
 from collections.abc import Sequence
@@ -186,7 +185,3 @@ def fit_from(out: Path) -> AlphaBeta | None:
         return None
     fit = json.loads(path.read_text())["fit"]
     return AlphaBeta(**{k: fit[k] for k in ("alpha_s", "beta_s_per_byte", "residual", "ranks")})
-
-
-def as_dict(obj: Any) -> Any:
-    return dataclasses.asdict(obj)
