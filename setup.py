@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["hpcdiff", "hpcdiff.*"]),
     # the demo's jobs and recipe (jobs/demo_*.yaml and preprocess/synthetic.yaml link to them)
-    package_data={"hpcdiff": ["defaults/*.yaml"]},
+    package_data={"hpcdiff": ["defaults/*.yaml", "profile/interconnects/*.yaml"]},
     # torch is not pinned: on a cluster the site's CUDA build is used as it is. Install it before this
     # package (tools/setup_env.sh does), or pip may resolve a different build.
     install_requires=[

@@ -124,7 +124,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master-addr", default=None, help="rendezvous address (default: first node)")
     p.add_argument("--print-sbatch", action="store_true",
                    help="print the equivalent plain sbatch script and exit")
+    _add_profile(sub, overrides, quiet)
     return parser
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``1,2,4`` -> (1, 2, 4) for --ranks / --nodes / --tasks."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_profile(sub: argparse._SubParsersAction, overrides: argparse.ArgumentParser,
+                 quiet: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("profile", help="profile scaling: training across ranks and nodes, all-reduce, "
+                                       "sampling arrays")
+    psub = p.add_subparsers(dest="profile_command", required=True, metavar="WHAT")
+    executor = argparse.ArgumentParser(add_help=False)
+    executor.add_argument("--executor", default="slurm", choices=["slurm", "local"],
+                          help="slurm (default) | local: the ranks as processes on this machine")
+    executor.add_argument("--master-addr", default=None, help="rendezvous address (default: first node)")
+    executor.add_argument("--deadline-min", type=float, default=None,
+                          help="give up waiting for a job after this long")
+
+    t = psub.add_parser("train", parents=[overrides, quiet, executor],
+                        help="short training runs at several rank counts: step breakdown, weak and strong "
+                             "scaling, projection to 1024 GPUs")
+    t.add_argument("job", type=Path, help="training job (YAML) with a slurm: section")
+    t.add_argument("--out", type=Path, required=True, metavar="PROFILE", help="profile folder")
+    counts = t.add_mutually_exclusive_group(required=True)
+    counts.add_argument("--ranks", type=_counts, help="rank counts, e.g. 1,2,4")
+    counts.add_argument("--nodes", type=_counts, help="node counts, e.g. 1,2,4,8 (slurm.tasks_per_node each)")
+    t.add_argument("--mode", default="both", choices=["weak", "strong", "both"],
+                   help="weak: fixed micro-batch per rank; strong: fixed global batch (default: both)")
+    t.add_argument("--steps", type=int, default=10, help="measured optimizer steps per point (default: 10)")
+    t.add_argument("--warmup", type=int, default=3, help="steps run before measuring (default: 3)")
+    t.add_argument("--data", default="synthetic", choices=["synthetic", "dataset"],
+                   help="synthetic: random tensors of the dataset's shapes, no I/O (default) | dataset")
+    t.add_argument("--micro-batch", type=int, default=None,
+                   help="weak scaling's micro-batch per rank (default: train.micro_batch, else the global "
+                        "batch over the most ranks)")
+    t.add_argument("--trace-steps", type=int, default=0,
+                   help="record this many steps per rank with torch.profiler into PROFILE/traces/")
+    t.add_argument("--interconnect", action="append", default=None, metavar="NAME|FILE.yaml",
+                   help="interconnect profiles to project onto (repeatable; default: the shipped ones)")
+
+    c = psub.add_parser("comm", parents=[executor],
+                        help="all-reduce time against message size: algbw, busbw, fitted alpha and beta")
+    c.add_argument("--out", type=Path, required=True, metavar="PROFILE", help="profile folder")
+    c.add_argument("--job", type=Path, default=None, help="take the slurm: section of this job (YAML)")
+    c.add_argument("--nodes", type=int, default=None, help="nodes (default: the job's, else 1)")
+    c.add_argument("--tasks-per-node", "--ranks", dest="tasks_per_node", type=int, default=None,
+                   help="ranks per node (default: the job's, else 2)")
+    c.add_argument("--gpus-per-node", type=int, default=None,
+                   help="GPUs per node, one rank each (default: the job's, else 0: CPU ranks over gloo)")
+    c.add_argument("--min-bytes", type=int, default=1 << 10, help="smallest message (default: 1 KiB)")
+    c.add_argument("--max-bytes", type=int, default=1 << 28, help="largest message (default: 256 MiB)")
+
+    s = psub.add_parser("sample", parents=[overrides, quiet, executor],
+                        help="sampling throughput against the number of array tasks, start-up share")
+    s.add_argument("job", type=Path, help="sampling job (YAML)")
+    s.add_argument("--run", type=Path, required=True, help="training run folder (with checkpoints/)")
+    s.add_argument("--tasks", type=_counts, required=True, help="array task counts, e.g. 1,2,4")
+    s.add_argument("--out", type=Path, required=True, metavar="PROFILE", help="profile folder")
 
 
 @command("synth")
@@ -272,6 +335,61 @@ def _submit(args: argparse.Namespace) -> int:
     else:
         print(f"job {submitted.job_id} submitted")
     return 0
+
+
+@command("profile")
+def _profile(args: argparse.Namespace) -> int:
+    run = {"train": _profile_train, "comm": _profile_comm, "sample": _profile_sample}[args.profile_command]
+    lines = run(args)
+    print("\n".join(lines))
+    return 0
+
+
+def _profile_train(args: argparse.Namespace) -> list[str]:
+    from hpcdiff.config import load_config
+    from hpcdiff.profile.runner import TrainProfileOptions
+    from hpcdiff.profile.scaling import DEFAULT_INTERCONNECTS, profile_train
+    from hpcdiff.train.job import TrainJob
+
+    job = load_config(TrainJob, args.job, overrides=args.overrides)
+    opts = TrainProfileOptions(mode=args.mode, ranks=args.ranks, nodes=args.nodes, steps=args.steps,
+                               warmup=args.warmup, data=args.data, executor=args.executor,
+                               micro_batch=args.micro_batch, trace_steps=args.trace_steps,
+                               master_addr=args.master_addr,
+                               deadline_s=args.deadline_min * 60 if args.deadline_min else None)
+    return profile_train(job, args.out, opts, interconnects=args.interconnect or DEFAULT_INTERCONNECTS)
+
+
+def _profile_comm(args: argparse.Namespace) -> list[str]:
+    from hpcdiff.launch.slurm import SlurmSection
+    from hpcdiff.profile.commbench import profile_comm
+
+    if args.job is not None:
+        from hpcdiff.config import load_config
+        from hpcdiff.train.job import TrainJob
+
+        slurm = load_config(TrainJob, args.job).slurm
+    else:
+        slurm = SlurmSection(gpus_per_node=0, tasks_per_node=2, cpus_per_task=1, time_limit_min=30)
+    given = (("nodes", args.nodes), ("tasks_per_node", args.tasks_per_node),
+             ("gpus_per_node", args.gpus_per_node))
+    changes = {k: v for k, v in given if v is not None}
+    try:
+        slurm = dataclasses.replace(slurm, **changes)
+    except ValueError as err:
+        raise HpcdiffError(f"hpcdiff profile comm: {err}") from None
+    return profile_comm(args.out, slurm, executor=args.executor, min_bytes=args.min_bytes,
+                        max_bytes=args.max_bytes, master_addr=args.master_addr,
+                        deadline_s=args.deadline_min * 60 if args.deadline_min else None)
+
+
+def _profile_sample(args: argparse.Namespace) -> list[str]:
+    from hpcdiff.config import load_config
+    from hpcdiff.profile.sampling import profile_sample
+    from hpcdiff.sample.job import SampleJob
+
+    job = load_config(SampleJob, args.job, overrides=args.overrides)
+    return profile_sample(job, args.run, args.out, list(args.tasks), executor=args.executor)
 
 
 @command("evaluate")

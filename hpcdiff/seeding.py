@@ -22,9 +22,10 @@ class Purpose(enum.IntEnum):
     NOISE = 3  # a training sample's time step and noise: (epoch, global sample index)
     SHUFFLE = 4  # an epoch's batch order: (epoch)
     MEMBER = 5  # an ensemble member's sampling noise: (day number, member)
+    SYNTHETIC = 6  # a profiling run's synthetic batch: (rank)
 
 
-INIT, DROPOUT, NOISE, SHUFFLE, MEMBER = (int(p) for p in Purpose)
+INIT, DROPOUT, NOISE, SHUFFLE, MEMBER, SYNTHETIC = (int(p) for p in Purpose)
 
 
 def mix_seed(*parts: int) -> int:

@@ -33,3 +33,6 @@ def test_the_wheel_carries_the_demo_files(tmp_path):
     (wheel,) = tmp_path.glob("hpcdiff-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"hpcdiff/defaults/{name}" for name in DEFAULT_FILES} <= names
+    # the interconnect profiles of hpcdiff profile's projection
+    assert {f"hpcdiff/profile/interconnects/{name}.yaml" for name in ("4gpu-nvlink-ib200",
+                                                                      "8gpu-nvlink-4xib200")} <= names

@@ -73,9 +73,11 @@ class SubmittedArray:
         return f"{line}; {sum(1 for j in self.jobs if _done(j))}/{len(self.chunks)} tasks finished"
 
 
-def submit_sample(job: SampleJob, run_dir: Path, out: Path, *, executor: str) -> SubmittedArray | None:
+def submit_sample(job: SampleJob, run_dir: Path, out: Path, *, executor: str,
+                  task_type: type[SampleTask] = SampleTask) -> SubmittedArray | None:
     """Write the plan, then submit one array task per chunk of the missing dates (``array.tasks``
-    chunks, at most ``array.parallelism`` running); ``None`` when nothing is missing."""
+    chunks, at most ``array.parallelism`` running); ``None`` when nothing is missing. ``task_type``: a
+    :class:`SampleTask` that reports more (``hpcdiff profile sample``'s)."""
     from hpcdiff.sample.ensemble import pending_dates, prepare
 
     out = Path(out).resolve()
@@ -83,7 +85,7 @@ def submit_sample(job: SampleJob, run_dir: Path, out: Path, *, executor: str) ->
     missing = pending_dates(out, plan, None)
     if not missing:
         return None
-    task = SampleTask(to_dict(job), str(run.run_dir), str(out))
+    task = task_type(to_dict(job), str(run.run_dir), str(out))
     date_chunks = chunks(missing, job.array.tasks)
     submitted = SubmittedArray(out=out, executor=executor, task=task, chunks=date_chunks, jobs=[],
                                planned=plan.dates, members=plan.members)

@@ -32,8 +32,9 @@ EXECUTORS = ("slurm", "local", "debug")
 class TrainTask(submitit.helpers.Checkpointable):
     """One rank of a training job. Picklable: carries the resolved job as a plain dict."""
 
-    def __init__(self, job: dict[str, Any], run_dir: str, *, master_addr: str | None = None) -> None:
-        self.job, self.run_dir, self.master_addr = job, run_dir, master_addr
+    def __init__(self, job: dict[str, Any], run_dir: str, *, master_addr: str | None = None,
+                 profile: dict[str, Any] | None = None) -> None:
+        self.job, self.run_dir, self.master_addr, self.profile = job, run_dir, master_addr, profile
 
     def __call__(self) -> dict[str, Any]:
         dist.set_threads()  # first: it sets OMP_NUM_THREADS before the loop's import starts torch
@@ -44,6 +45,10 @@ class TrainTask(submitit.helpers.Checkpointable):
             os.environ["MASTER_ADDR"] = self.master_addr
         env = dist.detect()
         job = from_dict(TrainJob, self.job, where=f"{self.run_dir}/config.yaml")
+        if self.profile is not None:  # a point of `hpcdiff profile train`: the same run, instrumented
+            from hpcdiff.profile.instrument import profiled_train
+
+            return profiled_train(job, Path(self.run_dir), env=env, options=self.profile)
         result = train(job, Path(self.run_dir), env=env, resume="auto", progress=False, should_stop=stop)
         if result.status == "stopped":
             stop.forward()  # rank 0: submitit checkpoints this task and requeues the job
@@ -80,8 +85,11 @@ def _has_gpus() -> bool:
     return torch.cuda.is_available()
 
 
-def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: str | None = None) -> Any:
-    """Check the job, write the resolved config into ``run_dir`` and submit it; returns the submitit job."""
+def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: str | None = None,
+                 profile: dict[str, Any] | None = None) -> Any:
+    """Check the job, write the resolved config into ``run_dir`` and submit it; returns the submitit job.
+    ``profile`` (options of :func:`hpcdiff.profile.instrument.profiled_train`) makes it a profiling
+    point: the same executor, batch script and launcher, each rank returning its step breakdown."""
     world = world_size_of(job.slurm, executor)
     plan = batch_arithmetic(job.train, world)  # fail here, before anything is queued
     deepspeed_config(job, plan, on_gpu=executor == "slurm")
@@ -90,7 +98,7 @@ def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: st
     dump_config(job, run_dir / "config.yaml")
     name = job_name("hpcdiff-train", run_dir.name)
     ex = make_executor(executor, run_dir / "submitit", job.slurm, name=name)
-    task = TrainTask(to_dict(job), str(run_dir), master_addr=master_addr)
+    task = TrainTask(to_dict(job), str(run_dir), master_addr=master_addr, profile=profile)
     submitted = ex.submit(task)
     print(f"submitted training job {submitted.job_id} ({executor}, {plan.describe()}); logs in "
           f"{run_dir / 'submitit'}", file=sys.stderr)

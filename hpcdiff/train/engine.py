@@ -22,8 +22,13 @@ from hpcdiff.dist import DistEnv, all_reduce_sum, barrier
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.train.dsconfig import deepspeed_config
 
-__all__ = ["all_reduce_sum", "barrier", "deepspeed_config", "engine_dtype", "init_distributed", "init_engine",
-           "warmup_cosine"]
+__all__ = ["all_reduce_sum", "allreduce_log_ms", "barrier", "comm_log_summary", "deepspeed_config",
+           "engine_dtype", "init_distributed", "init_engine", "wall_clock_timers", "warmup_cosine"]
+
+# DeepSpeed's engine timers (``wall_clock_breakdown: true``), accumulated over the micro-steps of one
+# optimizer step and read back after it: forward, backward (compute + reduction), backward compute,
+# gradient reduction after the backward compute, optimizer step. Milliseconds.
+ENGINE_TIMERS = ("fwd", "bwd", "bwd_inner", "bwd_allreduce", "step")
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
@@ -174,3 +179,35 @@ def _refuse_elastic(engine: Any) -> None:
     if getattr(engine.optimizer, "elastic_checkpoint", False):
         raise HpcdiffError("deepspeed.zero_optimization.elastic_checkpoint is not supported: hpcdiff "
                            "checkpoints hold each rank's own optimizer partition")
+
+
+def wall_clock_timers(engine: Any) -> dict[str, float]:
+    """The engine's global timers of the optimizer step that just ended (ms, :data:`ENGINE_TIMERS`); the
+    engine refreshes them at every accumulation boundary when ``wall_clock_breakdown`` is on."""
+    cache = engine.get_wall_clock_timers()
+    missing = [name for name in ENGINE_TIMERS if name not in cache]
+    if missing:
+        raise HpcdiffError(f"DeepSpeed's wall-clock timers lack {missing}: is deepspeed.wall_clock_breakdown "
+                           "on?")
+    return {name: float(cache[name]) for name in ENGINE_TIMERS}
+
+
+def allreduce_log_ms() -> tuple[float, int]:
+    """Total time (ms) and bytes of every all-reduce DeepSpeed's comms logger has timed so far on this rank
+    (``comms_logger: {enabled: true, prof_all: true}``); the difference between two calls is what ran in
+    between. The time is the logger's own ``all_reduce`` timer: in DeepSpeed 0.19 the latencies the
+    logger records (and ``log_summary`` averages) are that timer's running total, not each call's."""
+    from deepspeed.comm import comm as ds_comm
+
+    timer = ds_comm.timers.timers.get("all_reduce")
+    total_ms = float(timer.elapsed(reset=False)) if timer is not None else 0.0
+    total_bytes = sum(int(size) * int(entry[0]) for name, sizes in ds_comm.comms_logger.comms_dict.items()
+                      if name.startswith("all_reduce") for size, entry in sizes.items())
+    return total_ms, total_bytes
+
+
+def comm_log_summary() -> dict[str, Any] | None:
+    """DeepSpeed's own communication summary (printed on rank 0; a collective: every rank calls it)."""
+    import deepspeed.comm as ds_comm
+
+    return ds_comm.log_summary(return_dict=True)

@@ -264,6 +264,12 @@ class Trainer:
         return checkpoint.save(self.ckpt_root, step=self.step, engine=self.engine, state=self._state(),
                                rank=self.env.rank, keep_last=self.job.train.keep_last, barrier=ds.barrier)
 
+    def _batches(self) -> Iterator[tuple[int, dict]]:
+        """``(epoch, batch)`` from the current step's micro-batch on (a profiling run feeds synthetic
+        batches of the same shapes here)."""
+        return batch_stream(self.train_ds, start=self.step * self.plan.accum_steps,
+                            num_workers=self.job.data.num_workers)
+
     def _stop_requested(self) -> bool:
         flag = ds.all_reduce_sum(torch.tensor([1.0 if self.should_stop() else 0.0], dtype=torch.float64))
         return bool(flag[0] > 0)
@@ -280,8 +286,7 @@ class Trainer:
                   file=sys.stderr, flush=True)
         ds.barrier()
         log = MetricsLog(self.run_dir, enabled=main, resume_step=self.step, tensorboard=job.train.tensorboard)
-        stream = batch_stream(self.train_ds, start=self.step * self.plan.accum_steps,
-                              num_workers=job.data.num_workers)
+        stream = self._batches()
         bar = _progress_bar(enabled=main and self.progress, start=self.step, total=job.train.max_steps)
         last_saved, status = None, "finished"
         try:
