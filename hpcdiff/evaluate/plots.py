@@ -12,7 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-COLORS = {"truth": "black", "model": "tab:blue", "bilinear": "tab:green", "oracle": "tab:orange"}
+COLORS = {"truth": "black", "model": "tab:blue", "bilinear": "tab:green", "qm": "tab:purple",
+          "oracle": "tab:orange"}
 CMAPS = {"t2m": "RdYlBu_r", "tp": "Blues", "e": "BrBG"}
 DPI = 90
 
@@ -130,4 +131,28 @@ def plot_distributions(path: Path, *, variable: str, units: str, histogram: Mapp
     ax_qq.set(xlabel=f"truth quantile [{units}]", ylabel=f"method quantile [{units}]",
               title="Q–Q (land; × = 0.99, 0.999)")
     ax_hist.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_fss(path: Path, *, variable: str, units: str, spatial: Mapping) -> Path:
+    """FSS against the window, one panel per threshold: members (solid) and, for ensembles, the
+    exceedance probability (dashed)."""
+    thresholds = spatial["thresholds"]
+    fig = _figure(3.2 * len(thresholds) + 0.6, 3.2)
+    axes = fig.subplots(1, len(thresholds), squeeze=False, sharey=True)[0]
+    for ax, (key, value) in zip(axes, thresholds.items(), strict=True):
+        for name, by_threshold in spatial["fss"].items():
+            for kind, style in (("member", "-"), ("probability", "--")):
+                curve = by_threshold[key][kind]
+                if kind == "probability" and curve == by_threshold[key]["member"]:
+                    continue  # a one-member method: the same curve
+                windows = [int(w) for w in curve]
+                ax.plot(windows, [np.nan if v is None else v for v in curve.values()], style, marker=".",
+                        color=COLORS.get(name), label=f"{name} {kind}")
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="window [pixels]", title=f">= {value:.3g} {units} ({key})", ylim=(0, 1))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    axes[0].set_ylabel("FSS")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{variable}: fractions skill score")
     return _save(fig, path)
