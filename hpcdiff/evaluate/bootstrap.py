@@ -2,10 +2,10 @@
 differences.
 
 Scores are means over dates of per-date values (CRPS, squared error), so a resample of dates is a
-resample of those values. Dates are cut into runs of consecutive days; where a run is longer than one day
-the resample draws moving blocks of ``L = round(T ** (1/3))`` consecutive days from inside the runs
-(shorter runs are one block each), which keeps the day-to-day correlation of weather inside a resample;
-scattered dates are drawn one by one. The interval is the 2.5th..97.5th percentile of ``reps``
+resample of those values. Dates are cut into runs of consecutive days; the resample draws blocks of
+``L = round(T ** (1/3))`` consecutive days from inside the runs (circularly within a run; a run shorter
+than ``L`` is one block), which keeps the day-to-day correlation of weather inside a resample; scattered
+dates are drawn one by one. The interval is the 2.5th..97.5th percentile of ``reps``
 resampled values (percentile bootstrap), with a seeded generator.
 
 A model *beats* a baseline beyond the interval when the whole interval of (model − baseline) CRPS lies
@@ -36,31 +36,31 @@ def block_length(n_dates: int) -> int:
     return max(1, int(round(n_dates ** (1.0 / 3.0))))
 
 
-def blocks(dates: np.ndarray) -> list[np.ndarray]:
-    """The candidate blocks: every window of ``block_length`` consecutive days inside a run, and every
-    run shorter than that as one block."""
+def blocks(dates: np.ndarray) -> np.ndarray:
+    """The candidate blocks ``[K, L]`` of date indices (``-1`` pads): from every date of a run at least
+    ``L = block_length`` long, the ``L`` days that follow it, wrapping round inside the run (a circular
+    block bootstrap per run: every date is equally likely in a resample); a shorter run is one block."""
     length = block_length(len(dates))
     out = []
     for run in runs(dates):
-        if run.size <= length:
-            out.append(run)
+        if run.size < length:
+            out.append(np.concatenate([run, np.full(length - run.size, -1)]))
         else:
-            out += [run[i:i + length] for i in range(run.size - length + 1)]
-    return out
+            steps = (np.arange(run.size)[:, None] + np.arange(length)[None, :]) % run.size
+            out += list(run[steps])
+    return np.array(out, np.int64).reshape(-1, length)
 
 
 def resample_indices(dates: np.ndarray, *, reps: int = REPS, seed: int = 0) -> np.ndarray:
     """``[reps, T]`` date indices: each row concatenates random blocks until it holds ``T`` dates."""
     n = len(dates)
     candidates = blocks(dates)
-    sizes = np.array([b.size for b in candidates])
+    shortest = int((candidates >= 0).sum(axis=1).min())
     rng = np.random.default_rng([seed, 0xB007])
-    draws = int(np.ceil(n / sizes.min()))  # enough blocks for the shortest ones to fill a row
-    picks = rng.integers(0, len(candidates), size=(reps, draws))
-    out = np.empty((reps, n), np.int64)
-    for r in range(reps):
-        out[r] = np.concatenate([candidates[i] for i in picks[r]])[:n]
-    return out
+    drawn = candidates[rng.integers(0, len(candidates), size=(reps, -(-n // shortest)))].reshape(reps, -1)
+    # move the pads of short runs' blocks to the end of each row (stable: block order kept), keep T dates
+    order = np.argsort(drawn < 0, axis=1, kind="stable")
+    return np.take_along_axis(drawn, order, axis=1)[:, :n]
 
 
 @dataclasses.dataclass(frozen=True)
