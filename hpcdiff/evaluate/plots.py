@@ -149,10 +149,14 @@ def plot_fss(path: Path, *, variable: str, units: str, spatial: Mapping) -> Path
                 windows = [int(w) for w in curve]
                 ax.plot(windows, [np.nan if v is None else v for v in curve.values()], style, marker=".",
                         color=COLORS.get(name), label=f"{name} {kind}")
+        windows = [int(w) for w in spatial["windows"]]
         ax.set_xscale("log", base=2)
-        ax.set(xlabel="window [pixels]", title=f">= {value:.3g} {units} ({key})", ylim=(0, 1))
+        ax.set_xticks(windows, [str(w) for w in windows])
         ax.xaxis.set_minor_formatter(NullFormatter())
+        label = f" ({key})" if key.startswith("p") else ""  # a percentile of the truth
+        ax.set(xlabel="window [pixels]", title=f">= {value:.4g} {units}{label}", ylim=(0, 1))
     axes[0].set_ylabel("FSS")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{variable}: fractions skill score")
+    fig.subplots_adjust(top=0.8)
+    fig.suptitle(f"{variable}: fractions skill score (solid: members, dashed: exceedance probability)")
     return _save(fig, path)

@@ -60,8 +60,9 @@ def fss(ens: np.ndarray, obs: np.ndarray, *, support: np.ndarray, threshold: flo
     for window in (w for w in windows if w < min(obs.shape[-2:])):
         common = {"window_size": (window, window), "spatial_dims": ("y", "x"), "reduce_dims": None}
         out["member"][str(window)] = float(fss_2d_binary(members, truth.broadcast_like(members), **common))
-        out["probability"][str(window)] = float(fss_2d_binary(probability, truth, check_boolean=False,
-                                                              **common))
+        out["probability"][str(window)] = (  # one member: the probability is its 0/1 field
+            out["member"][str(window)] if ens.shape[1] == 1
+            else float(fss_2d_binary(probability, truth, check_boolean=False, **common)))
     return out
 
 
