@@ -23,7 +23,7 @@ NOTES = (
     "Intervals are 95 % block-bootstrap intervals over dates. The model beats a baseline beyond the "
     "interval when the whole interval of (model − baseline) CRPS lies below 0.",
     "bias, rmse and mae are those of the ensemble mean; crps is the fair CRPS (the MAE for the one-member "
-    "bilinear baseline); spread_skill is 1 for a calibrated ensemble (0 for a deterministic one).",
+    "bilinear and qm baselines); spread_skill is 1 for a calibrated ensemble (0 for a deterministic one).",
     "psd_high_ratio is the power of single members over the truth's in the upper half of wavenumbers, "
     "over the full domain (1: the right small-scale variability, < 1: too smooth).",
 )
