@@ -99,12 +99,13 @@ class Training:
     bilinear: dict[str, np.ndarray]
 
 
-def read_training(manifest: Manifest) -> Training:
-    """The training split's truth and bilinear field, in physical units."""
+def read_training(manifest: Manifest, *, stride: int = 1) -> Training:
+    """Every ``stride``-th date of the training split (in date order): truth and bilinear field, in
+    physical units. Memory: two float64 fields of ``[N, H, W]`` per target."""
     from hpcdiff.evaluate import baselines
     from hpcdiff.evaluate.truth import load_truth
 
-    dates = np.asarray(manifest.split("train").dates, "datetime64[D]")
+    dates = np.sort(np.asarray(manifest.split("train").dates, "datetime64[D]"))[::stride]
     if dates.size == 0:
         raise HpcdiffError(f"{manifest.root}: the training split holds no dates; cannot fit the qm baseline")
     return Training(dates, load_truth(manifest, dates),

@@ -49,6 +49,7 @@ class EvaluateOptions:
     qm_group: str = "season"  # quantile mapping per season or month
     qm_pooling: str = "pixel"  # one mapping per pixel, or one pooled over land (docs/evaluation.md)
     qm_quantiles: int = 50
+    qm_training_stride: int = 1  # fit qm on every n-th training date (memory on large grids)
     bootstrap_reps: int = 1000
     bootstrap_seed: int = 0
 
@@ -65,6 +66,8 @@ class EvaluateOptions:
             raise ValueError(f"qm_group must be one of {', '.join(qm.GROUPS)}")
         if self.qm_pooling not in qm.POOLINGS:
             raise ValueError(f"qm_pooling must be one of {', '.join(qm.POOLINGS)}")
+        if self.qm_training_stride < 1:
+            raise ValueError("qm_training_stride must be at least 1")
         if self.qm_quantiles < 2:
             raise ValueError("qm_quantiles must be at least 2")
         if self.bootstrap_reps < 100:
@@ -116,7 +119,7 @@ def load_inputs(samples_path: Path, dataset: Path, options: EvaluateOptions) -> 
                            x=static.x, y=static.y)
     truth = load_truth(manifest, samples.dates)
     bilinear = baselines.bilinear(manifest, samples.dates)
-    training = qm.read_training(manifest)
+    training = qm.read_training(manifest, stride=options.qm_training_stride)
     mapped = qm.qm_baseline(manifest, training, samples.dates, bilinear=bilinear, land=static.land,
                             group=options.qm_group, pooling=options.qm_pooling,
                             nquantiles=options.qm_quantiles)
@@ -222,7 +225,8 @@ def meta(inputs: Inputs, dataset: Path, options: EvaluateOptions) -> dict[str, A
                        "0.5) where the truth and every method are finite on every date; every score counts "
                        "these pixels only",
             "qm": {"group": options.qm_group, "pooling": options.qm_pooling,
-                   "quantiles": options.qm_quantiles, "training_dates": int(inputs.training.dates.size)},
+                   "quantiles": options.qm_quantiles, "training_stride": options.qm_training_stride,
+                   "training_dates": int(inputs.training.dates.size)},
             "non_finite": inputs.samples.non_finite, "outside_bounds": inputs.outside_bounds,
             **inputs.samples.attrs}
 

@@ -46,6 +46,13 @@ def test_a_season_without_training_dates_is_a_one_line_error():
         qm.check_groups(np.array([JANUARY, JULY]), np.array([JANUARY + 100]), group="month", where="ds")
 
 
+def test_the_training_stride_keeps_every_nth_date(tiny):
+    manifest = read_manifest(tiny[1])
+    every, third = qm.read_training(manifest), qm.read_training(manifest, stride=3)
+    assert np.array_equal(third.dates, every.dates[::3]) and third.dates.size == 18
+    assert np.array_equal(third.truth["tp"], every.truth["tp"][::3])
+
+
 def test_qm_reproduces_the_truth_quantiles_on_the_training_split(tiny):
     """Fitted on the training split and applied to the same dates, the mapped field has the truth's
     distribution per season and pixel: quantiles match to a small fraction of the truth's spread, where
