@@ -160,3 +160,25 @@ def plot_fss(path: Path, *, variable: str, units: str, spatial: Mapping) -> Path
     fig.subplots_adjust(top=0.8)
     fig.suptitle(f"{variable}: fractions skill score (solid: members, dashed: exceedance probability)")
     return _save(fig, path)
+
+
+def plot_intervals(path: Path, *, variable: str, units: str, intervals: Mapping) -> Path:
+    """The 95 % intervals: each method's CRPS (left) and the model-minus-baseline CRPS differences with
+    the zero line (right: an interval wholly left of 0 means the model beats that baseline)."""
+    fig = _figure(9.0, 0.5 + 0.45 * max(len(intervals["methods"]), len(intervals["differences"])) + 1.2)
+    fig.subplots_adjust(left=0.14, wspace=0.6)
+    ax_scores, ax_diff = fig.subplots(1, 2)
+    for ax, entries, title in ((ax_scores, intervals["methods"], f"CRPS [{units}]"),
+                               (ax_diff, intervals["differences"], f"model − baseline CRPS [{units}]")):
+        names = list(entries)
+        for row, name in enumerate(names):
+            crps = entries[name]["crps"]
+            color = COLORS.get(name.removeprefix("model-"))
+            ax.errorbar(crps["value"], row, xerr=[[crps["value"] - crps["lo"]], [crps["hi"] - crps["value"]]],
+                        fmt="o", color=color, capsize=3)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_ylim(-0.6, len(names) - 0.4)
+        ax.set(xlabel=title)
+    ax_diff.axvline(0.0, color="black", lw=0.8)
+    fig.suptitle(f"{variable}: {intervals['level']:.0%} block-bootstrap intervals over dates")
+    return _save(fig, path)

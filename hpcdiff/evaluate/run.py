@@ -192,6 +192,8 @@ def draw_figures(folder: Path, inputs: Inputs, variable: str, *, detail: Mapping
             folder / f"rank_{variable}.png", variable=variable, ranks=detail["rank_histogram"]["land"])))
     out.append((f"{variable}: fractions skill score", plots.plot_fss(
         folder / f"fss_{variable}.png", variable=variable, units=units, spatial=detail["spatial"])))
+    out.append((f"{variable}: intervals", plots.plot_intervals(
+        folder / f"intervals_{variable}.png", variable=variable, units=units, intervals=detail["intervals"])))
     out.append((f"{variable}: distributions and Q–Q", plots.plot_distributions(
         folder / f"distribution_{variable}.png", variable=variable, units=units,
         histogram=detail["histogram"], quantiles=detail["quantiles"],

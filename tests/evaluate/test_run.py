@@ -84,14 +84,14 @@ def test_detail_config_and_figures(report):
     assert set(tp["spectrum"]["psd"]) == {"truth"} | METHODS
     assert yaml.safe_load((report / "evaluate.yaml").read_text())["map_dates"] == 2
     for variable in VARIABLES:
-        for kind in ("maps", "spectrum", "rank", "fss", "distribution"):
+        for kind in ("maps", "spectrum", "rank", "fss", "intervals", "distribution"):
             assert (report / f"{kind}_{variable}.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_pages_reference_existing_images(report):
     page = (report / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", page)
-    assert len(images) == 15 and all((report / name).is_file() for name in images)
+    assert len(images) == 18 and all((report / name).is_file() for name in images)
     assert "crps_ratio_to_oracle" in page
     assert "Model minus baseline" in page and "common pixel support" in page
     markdown = (report / "report.md").read_text()
