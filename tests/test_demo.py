@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed, pytest.mark.timeout(900)]
 
-METHODS = {"model", "bilinear", "oracle"}
+METHODS = {"model", "bilinear", "qm", "oracle"}
 METRICS = {"crps", "bias", "rmse", "spread_skill", "psd_high_ratio"}
 
 

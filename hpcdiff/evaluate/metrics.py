@@ -1,4 +1,6 @@
-"""Ensemble verification metrics, numpy only. Arrays follow ``ens [T, M, H, W]`` (dates, members) and
+"""Ensemble verification metrics: CRPS and rank histograms from the ``scores`` package (imported inside
+the functions), the rest numpy. docs/evaluation.md has the measured cost against the former hand-written
+versions. Arrays follow ``ens [T, M, H, W]`` (dates, members) and
 ``obs [T, H, W]``; ``mask [H, W]`` (bool, e.g. land) selects the pixels that count. Units are those of
 the inputs (K, kg m-2) unless said otherwise.
 """
@@ -16,21 +18,30 @@ def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return values[..., mask]
 
 
-def crps_fair(ens: np.ndarray, obs: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean fair CRPS (Ferro 2014): E|X − y| − E|X − X'| / 2 with the unbiased M(M−1) pair count.
+def _ensemble_arrays(ens: np.ndarray, obs: np.ndarray, mask: np.ndarray | None):
+    """``ens [T, M, H, W]`` and ``obs [T, H, W]`` as xarrays ``(time, member, pixel)`` / ``(time, pixel)``
+    over the masked pixels, float64."""
+    import xarray as xr
 
-    Computed per pixel in O(M log M) from the sorted ensemble:
-    Σ_{i<j} |x_i − x_j| = Σ_k (2k − M − 1) x_(k) for ascending x_(1..M)."""
-    x = np.sort(_masked(ens, mask), axis=1).astype(np.float64)  # [T, M, P]
-    y = _masked(obs, mask).astype(np.float64)[:, None, :]  # [T, 1, P]
-    m = x.shape[1]
-    if m < 2:
+    x = xr.DataArray(_masked(ens, mask).astype(np.float64), dims=("time", "member", "pixel"))
+    y = xr.DataArray(_masked(obs, mask).astype(np.float64), dims=("time", "pixel"))
+    return x, y
+
+
+def crps_per_date(ens: np.ndarray, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Fair CRPS (Ferro 2014: E|X − y| − E|X − X'| / 2 with the unbiased M(M−1) pair count) averaged over
+    the masked pixels of each date: ``[T]``. Computed by ``scores.probability.crps_for_ensemble``."""
+    from scores.probability import crps_for_ensemble
+
+    if ens.shape[1] < 2:
         raise ValueError("fair CRPS needs at least 2 members")
-    skill = np.abs(x - y).mean(axis=1)
-    k = np.arange(1, m + 1, dtype=np.float64)[None, :, None]
-    pair_sum = ((2 * k - m - 1) * x).sum(axis=1)  # Σ_{i<j} |x_i − x_j|
-    spread = pair_sum / (m * (m - 1))  # E|X − X'| / 2 over distinct pairs
-    return float((skill - spread).mean())
+    x, y = _ensemble_arrays(ens, obs, mask)
+    return np.asarray(crps_for_ensemble(x, y, "member", method="fair", preserve_dims=["time"]).values)
+
+
+def crps_fair(ens: np.ndarray, obs: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean fair CRPS over dates and masked pixels (:func:`crps_per_date`)."""
+    return float(crps_per_date(ens, obs, mask).mean())
 
 
 def mae_deterministic(pred: np.ndarray, obs: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -62,16 +73,15 @@ def spread_skill(ens: np.ndarray, obs: np.ndarray, mask: np.ndarray | None = Non
     return float(spread / skill) if skill > 0 else float("nan")
 
 
-def rank_histogram(ens: np.ndarray, obs: np.ndarray, mask: np.ndarray | None = None, *,
-                   seed: int = 0) -> np.ndarray:
-    """Counts ``[M + 1]`` of the observation's rank among the members; ties broken at random."""
-    x = _masked(ens, mask)
-    y = _masked(obs, mask)[:, None, :]
-    below = (x < y).sum(axis=1)
-    ties = (x == y).sum(axis=1)
-    rng = np.random.default_rng(seed)
-    rank = below + rng.integers(0, ties + 1)
-    return np.bincount(rank.ravel(), minlength=x.shape[1] + 1)
+def rank_histogram(ens: np.ndarray, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Counts ``[M + 1]`` (float) of the observation's rank among the members, over dates and masked
+    pixels: ``scores.probability.rank_histogram``'s relative frequencies times the number of cases; a tie
+    shares its case equally among the ranks it spans."""
+    from scores.probability import rank_histogram as relative_frequencies
+
+    x, y = _ensemble_arrays(ens, obs, mask)
+    frequencies = relative_frequencies(x, y, "member").values
+    return np.asarray(frequencies, np.float64) * y.size
 
 
 def radial_psd(fields: np.ndarray, *, dx_km: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

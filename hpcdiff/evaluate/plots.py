@@ -12,7 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-COLORS = {"truth": "black", "model": "tab:blue", "bilinear": "tab:green", "oracle": "tab:orange"}
+COLORS = {"truth": "black", "model": "tab:blue", "bilinear": "tab:green", "qm": "tab:purple",
+          "oracle": "tab:orange"}
 CMAPS = {"t2m": "RdYlBu_r", "tp": "Blues", "e": "BrBG"}
 DPI = 90
 
@@ -130,4 +131,54 @@ def plot_distributions(path: Path, *, variable: str, units: str, histogram: Mapp
     ax_qq.set(xlabel=f"truth quantile [{units}]", ylabel=f"method quantile [{units}]",
               title="Q–Q (land; × = 0.99, 0.999)")
     ax_hist.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_fss(path: Path, *, variable: str, units: str, spatial: Mapping) -> Path:
+    """FSS against the window, one panel per threshold: members (solid) and, for ensembles, the
+    exceedance probability (dashed)."""
+    thresholds = spatial["thresholds"]
+    fig = _figure(3.2 * len(thresholds) + 0.6, 3.2)
+    axes = fig.subplots(1, len(thresholds), squeeze=False, sharey=True)[0]
+    for ax, (key, value) in zip(axes, thresholds.items(), strict=True):
+        for name, by_threshold in spatial["fss"].items():
+            for kind, style in (("member", "-"), ("probability", "--")):
+                curve = by_threshold[key][kind]
+                if kind == "probability" and curve == by_threshold[key]["member"]:
+                    continue  # a one-member method: the same curve
+                windows = [int(w) for w in curve]
+                ax.plot(windows, [np.nan if v is None else v for v in curve.values()], style, marker=".",
+                        color=COLORS.get(name), label=f"{name} {kind}")
+        windows = [int(w) for w in spatial["windows"]]
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(windows, [str(w) for w in windows])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        label = f" ({key})" if key.startswith("p") else ""  # a percentile of the truth
+        ax.set(xlabel="window [pixels]", title=f">= {value:.4g} {units}{label}", ylim=(0, 1))
+    axes[0].set_ylabel("FSS")
+    axes[0].legend(fontsize=7)
+    fig.subplots_adjust(top=0.8)
+    fig.suptitle(f"{variable}: fractions skill score (solid: members, dashed: exceedance probability)")
+    return _save(fig, path)
+
+
+def plot_intervals(path: Path, *, variable: str, units: str, intervals: Mapping) -> Path:
+    """The 95 % intervals: each method's CRPS (left) and the model-minus-baseline CRPS differences with
+    the zero line (right: an interval wholly left of 0 means the model beats that baseline)."""
+    fig = _figure(9.0, 0.5 + 0.45 * max(len(intervals["methods"]), len(intervals["differences"])) + 1.2)
+    fig.subplots_adjust(left=0.14, wspace=0.6)
+    ax_scores, ax_diff = fig.subplots(1, 2)
+    for ax, entries, title in ((ax_scores, intervals["methods"], f"CRPS [{units}]"),
+                               (ax_diff, intervals["differences"], f"model − baseline CRPS [{units}]")):
+        names = list(entries)
+        for row, name in enumerate(names):
+            crps = entries[name]["crps"]
+            color = COLORS.get(name.removeprefix("model-"))
+            ax.errorbar(crps["value"], row, xerr=[[crps["value"] - crps["lo"]], [crps["hi"] - crps["value"]]],
+                        fmt="o", color=color, capsize=3)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_ylim(-0.6, len(names) - 0.4)
+        ax.set(xlabel=title)
+    ax_diff.axvline(0.0, color="black", lw=0.8)
+    fig.suptitle(f"{variable}: {intervals['level']:.0%} block-bootstrap intervals over dates")
     return _save(fig, path)

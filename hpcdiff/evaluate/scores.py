@@ -3,7 +3,8 @@
 A method is an ensemble ``[T, M, H, W]`` in physical units (``M = 1``: deterministic, whose CRPS is its
 MAE and whose spread–skill ratio is 0). ``obs`` is the truth ``[T, H, W]``. Scores of one variable::
 
-    {region: {season: {method: {metric: float}}}}     region: land | all_pixels
+    {region: {season: {method: {metric: float}}}}     region: land (the pixels of ``land``: the
+                                                       evaluation passes its common support) | all_pixels
                                                        season: all | DJF | MAM | JJA | SON (present ones)
 
 Metrics: ``crps`` (fair CRPS), ``bias``, ``rmse``, ``mae`` (of the ensemble mean), ``spread_skill``,

@@ -64,7 +64,23 @@ def test_rank_histogram_counts_against_brute_force():
         for p in np.ndindex(2, 5):
             expected[(ens_nt[t, :, p[0], p[1]] < obs_nt[t, p[0], p[1]]).sum()] += 1
     assert hist.tolist() == expected.tolist()
-    assert metrics.rank_histogram(ens, obs).sum() == 4 * 10  # ties are spread, never dropped
+    assert metrics.rank_histogram(ens, obs).sum() == pytest.approx(4 * 10)  # ties are spread, never dropped
+
+
+def test_rank_histogram_shares_a_tie_among_the_ranks_it_spans():
+    """One case: members 1, 2, 2, 3 and the truth 2 may rank 1, 2 or 3: a third of the case each."""
+    members = np.array([1.0, 2.0, 2.0, 3.0])[None, :, None, None]
+    obs = np.full((1, 1, 1), 2.0)
+    assert metrics.rank_histogram(members, obs) == pytest.approx([0, 1 / 3, 1 / 3, 1 / 3, 0])
+
+
+def test_crps_per_date_of_a_hand_computed_case():
+    """Two members 0 and 2, truth 1 on date 0 (E|X-y| = 1, E|X-X'|/2 over distinct pairs = 1: CRPS 0)
+    and truth 3 on date 1 (E|X-y| = 2, minus 1: CRPS 1)."""
+    members = np.array([0.0, 2.0])[None, :, None, None].repeat(2, axis=0)
+    obs = np.array([1.0, 3.0]).reshape(2, 1, 1)
+    assert metrics.crps_per_date(members, obs).tolist() == pytest.approx([0.0, 1.0])
+    assert metrics.crps_fair(members, obs) == pytest.approx(0.5)
 
 
 def test_calibrated_ensemble_is_flat_and_spread_skill_one():

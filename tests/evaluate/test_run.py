@@ -14,11 +14,11 @@ from samples_file import oracle_fields, write_samples
 
 from hpcdiff.cli import main
 from hpcdiff.data.manifest import write_manifest
-from hpcdiff.evaluate.run import EvaluateOptions, load_inputs, score_variable
+from hpcdiff.evaluate.run import EvaluateOptions, common_support, load_inputs, score_variable
 from hpcdiff.provenance import provenance
 
 VARIABLES = {"t2m", "tp", "e"}
-METHODS = {"model", "bilinear", "oracle"}
+METHODS = {"model", "bilinear", "qm", "oracle"}
 REQUIRED = {"crps", "bias", "rmse", "mae", "spread_skill", "psd_high_ratio", "crps_ratio_to_oracle",
             "truth_spatial_std"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -77,18 +77,23 @@ def test_detail_config_and_figures(report):
     tp = detail["tp"]
     assert set(tp["scores"]) == {"land", "all_pixels"} and "all" in tp["scores"]["all_pixels"]
     assert set(tp["rank_histogram"]["land"]) == {"model", "oracle"}
+    assert set(tp["intervals"]["differences"]) == {"model-bilinear", "model-qm", "model-oracle"}
+    assert set(tp["spatial"]["fss"]) == METHODS
+    assert set(tp["spatial"]["categorical"]["model"]) == {"1", "10", "20"}
+    assert "absent" in tp["indices"]["period"] and "cdd" not in tp["indices"]["indices"]  # scattered dates
     assert set(tp["spectrum"]["psd"]) == {"truth"} | METHODS
     assert yaml.safe_load((report / "evaluate.yaml").read_text())["map_dates"] == 2
     for variable in VARIABLES:
-        for kind in ("maps", "spectrum", "rank", "distribution"):
+        for kind in ("maps", "spectrum", "rank", "fss", "intervals", "distribution"):
             assert (report / f"{kind}_{variable}.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_pages_reference_existing_images(report):
     page = (report / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", page)
-    assert len(images) == 12 and all((report / name).is_file() for name in images)
+    assert len(images) == 18 and all((report / name).is_file() for name in images)
     assert "crps_ratio_to_oracle" in page
+    assert "Model minus baseline" in page and "common pixel support" in page
     markdown = (report / "report.md").read_text()
     assert sorted(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)) == sorted(images)
 
@@ -135,7 +140,7 @@ def test_without_the_world_there_is_no_oracle(tiny, oracle_samples, tmp_path):
     manifest["recipe"]["root"] = str(tmp_path / "moved-away")
     write_manifest(dataset, manifest)
     inputs = load_inputs(oracle_samples, dataset, EvaluateOptions())
-    assert set(inputs.methods["tp"]) == {"model", "bilinear"} and inputs.oracle_members is None
+    assert set(inputs.methods["tp"]) == {"model", "bilinear", "qm"} and inputs.oracle_members is None
 
 
 def one_line_error(capsys):
@@ -188,3 +193,35 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_no_report(tiny, oracle_sampl
     assert err == (f"hpcdiff: error: {disk / 'report'}: cannot write (no space left on the device); "
                    "nothing was written")
     assert list(disk.iterdir()) == []
+
+
+def test_contiguous_dates_give_spells_and_verdicts(tiny, tmp_path):
+    """Six consecutive test days of the tiny world, the oracle's draws as the model: the spell indices
+    are there, the truth mostly lies within the members' range, and the draws of the law beat both
+    baselines beyond the interval (temperature)."""
+    manifest = json.loads((tiny[1] / "manifest.json").read_text())
+    dates = np.asarray(manifest["splits"]["test"]["dates"][:6], "datetime64[D]")
+    assert np.all(np.diff(dates).astype(int) == 1)
+    path = write_samples(tmp_path / "run.nc", oracle_fields(tiny[0], dates, members=4, seed=0), dates=dates,
+                         dataset=tiny[1])
+    options = EvaluateOptions(bootstrap_reps=200)
+    inputs = load_inputs(path, tiny[1], options)
+    tp = score_variable(inputs, "tp", options)
+    assert tp["indices"]["contiguous"]
+    assert {"cdd", "cwd", "rx1day", "r95ptot"} <= set(tp["indices"]["indices"])
+    assert tp["indices"]["indices"]["rx1day"]["model"]["in_range"] > 0.5
+    t2m = score_variable(inputs, "t2m", options)
+    assert t2m["intervals"]["block_days"] == 2
+    differences = t2m["intervals"]["differences"]
+    assert differences["model-bilinear"]["verdict"] == "beats bilinear beyond the interval"
+    assert differences["model-qm"]["verdict"] == "beats qm beyond the interval"
+
+
+def test_the_common_support_drops_pixels_any_method_lacks():
+    land = np.ones((2, 3), bool)
+    land[0, 0] = False
+    truth = {"t2m": np.ones((2, 2, 3))}
+    truth["t2m"][1, 1, 1] = np.nan
+    methods = {"t2m": {"model": np.ones((2, 4, 2, 3)), "qm": np.ones((2, 1, 2, 3))}}
+    methods["t2m"]["qm"][0, 0, 1, 2] = np.inf
+    assert common_support(land, truth, methods).tolist() == [[False, True, True], [True, False, False]]
