@@ -1,6 +1,10 @@
 """Shared fixtures: the single-host SLURM test cluster (slurm/testcluster) for tests marked `slurm`, a
 tiny preprocessed synthetic dataset, and small real file systems that fill up."""
 
+# pyproj before anything imports ecCodes (xarray's backend discovery imports cfgrib whenever a test opens a
+# file without naming an engine): see hpcdiff.data.formats.import_grib
+import pyproj  # noqa: F401, I001
+
 import os
 import shlex
 import shutil

@@ -15,7 +15,10 @@ signature (NetCDF 4), a zip archive, a folder with Zarr metadata.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,15 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
 ZIP_MAGIC = b"PK\x03\x04"
 FORMATS = {"netcdf": "NetCDF", "grib": "GRIB", "zarr": "Zarr", "zip": "zip"}  # kind -> name in messages
+
+
+def import_grib():
+    """cfgrib, after pyproj. ecCodes' PyPI wheels (eckitlib) bring their own PROJ library and load it into
+    the process's global symbol scope; a pyproj imported afterwards binds to that copy and fails ("no
+    database context specified"), and the process then crashes at exit freeing PROJ's state. pyproj
+    imported first binds to its own copy, and ecCodes keeps its own."""
+    importlib.import_module("pyproj")  # first: its load order is the point
+    return importlib.import_module("cfgrib")
 
 
 def detect_format(path: Path) -> str:
@@ -61,7 +73,7 @@ def open_inputs(path: Path) -> list[xr.Dataset]:
     kind = detect_format(path)
     try:
         if kind == "grib":
-            import cfgrib
+            cfgrib = import_grib()
 
             datasets = cfgrib.open_datasets(str(path), backend_kwargs={"indexpath": ""}, cache=False)
             if not datasets:
@@ -72,9 +84,9 @@ def open_inputs(path: Path) -> list[xr.Dataset]:
         if kind == "zarr":
             return [xr.open_zarr(path, decode_times=False, decode_timedelta=False, chunks=None,
                                  mask_and_scale=True)]
-        _no_chunk_cache()
-        return [xr.open_dataset(path, engine="netcdf4", decode_times=False, decode_timedelta=False,
-                                mask_and_scale=True, cache=False)]
+        with _no_chunk_cache():
+            return [xr.open_dataset(path, engine="netcdf4", decode_times=False, decode_timedelta=False,
+                                    mask_and_scale=True, cache=False)]
     except HpcdiffError:
         raise
     except Exception as err:  # the backends raise OSError, ValueError, KeyError, EOFError ...
@@ -87,6 +99,7 @@ def grib_valid_times(path: Path) -> dict[str, np.ndarray]:
     name and the short name), from the message headers (no values decoded). cfgrib fills the cells of
     its (time, step) hypercube that no message holds with NaN (the first and last forecasts of a
     request have only some steps); these times tell present cells from absent ones."""
+    import_grib()
     import eccodes
 
     found: dict[str, list[int]] = {}
@@ -104,13 +117,21 @@ def grib_valid_times(path: Path) -> dict[str, np.ndarray]:
     return {name: np.unique(stamps) for name, stamps in found.items()}
 
 
-def _no_chunk_cache() -> None:
-    """No HDF5 chunk cache for the variables of NetCDF inputs opened from now on: a block of days reads
-    each chunk once, and the default (16 MiB per variable of every open file) only costs memory; it
-    took preprocessing's peak from ~190 to 600-850 MiB (docs/performance_data.md)."""
+@contextlib.contextmanager
+def _no_chunk_cache() -> Iterator[None]:
+    """No HDF5 chunk cache for the variables of a NetCDF input opened inside: a block of days reads each
+    chunk once, and the default (16 MiB per variable of every open file) only costs memory; it took
+    preprocessing's peak from ~190 to 600-850 MiB (docs/performance_data.md). netCDF-C gives variables
+    the process-wide setting in force when their file opens; it is restored on leaving, so files opened
+    or written elsewhere (merge, the synthetic world) keep the default."""
     import netCDF4
 
+    before = netCDF4.get_chunk_cache()
     netCDF4.set_chunk_cache(size=0, nelems=1, preemption=1.0)
+    try:
+        yield
+    finally:
+        netCDF4.set_chunk_cache(*before)
 
 
 def _open_zip(path: Path) -> list[xr.Dataset]:

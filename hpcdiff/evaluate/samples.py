@@ -53,7 +53,7 @@ def open_netcdf_file(path: Path) -> xr.Dataset:
     if not path.is_file():
         raise HpcdiffError(f"{path}: no such file")
     try:
-        return xr.open_dataset(path, decode_times=True)
+        return xr.open_dataset(path, engine="netcdf4", decode_times=True)
     except (OSError, ValueError, TypeError) as err:
         reason = str(err).splitlines()[0].split(". ")[0] if str(err) else type(err).__name__  # 1st sentence
         raise HpcdiffError(f"{path}: not a readable NetCDF file ({reason})") from None
