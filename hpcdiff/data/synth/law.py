@@ -27,8 +27,14 @@ import dataclasses
 
 import numpy as np
 
+from hpcdiff.data.lambert import LambertConformal
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import dates_of_year
+
+# DANRA's grid mapping: spherical Lambert conformal conic, tangent at 56.7 N, central meridian 25 E,
+# earth radius 6 367 470 m
+DANRA_PROJECTION = LambertConformal(standard_parallels=(56.7, 56.7), central_meridian=25.0, origin_lat=56.7,
+                                    earth_radius_m=6_367_470.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +133,9 @@ def law_from_dict(data: dict) -> Law:
 class Preset:
     """What to write. ``days_per_year`` ``None``: every day; otherwise a block of that many consecutive
     days per year, whose start moves by 97 days from year to year so that the blocks visit every
-    season. ``era5_flavour``: ``nc3``, ``nc4`` or ``alternate`` (even years nc3, odd years nc4)."""
+    season. ``era5_flavour``: ``nc3``, ``nc4`` or ``alternate`` (even years nc3, odd years nc4). The
+    target grid: ``shape`` ``(H, W)`` cells of ``dx_m`` on ``projection``, centred on ``centre`` (lat,
+    lon in degrees; :func:`hpcdiff.data.lambert.centred_grid`)."""
 
     name: str
     shape: tuple[int, int]
@@ -138,6 +146,7 @@ class Preset:
     dx_m: float = 2500.0
     centre: tuple[float, float] = (56.0, 10.5)  # lat, lon (degrees)
     margin_deg: float = 1.0
+    projection: LambertConformal = LambertConformal()
 
     def dates(self, year: int) -> np.ndarray:
         """The dates ``[n]`` datetime64[D] written for ``year``."""
@@ -158,6 +167,9 @@ PRESETS = {
     "tiny": Preset("tiny", shape=(32, 32), days_per_year=6, era5_freq="1h"),
     "demo": Preset("demo", shape=(64, 64), days_per_year=60, era5_freq="1D"),
     "bench": Preset("bench", shape=(256, 256), era5_freq="1D"),
+    # DANRA's grid: its projection and size, centred at the latitude of origin and Denmark's longitude
+    "danra": Preset("danra", shape=(589, 789), days_per_year=2, era5_freq="1D", centre=(56.7, 10.5),
+                    projection=DANRA_PROJECTION),
 }
 
 
