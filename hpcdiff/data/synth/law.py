@@ -18,7 +18,17 @@ ERA5 fields (:mod:`hpcdiff.data.synth.weather`); the orography (:class:`Orograph
 Presets (years 1991-2005; measured on 2 shared cores, ``hpcdiff synth OUT --preset P``, including
 ~3 s to import ``global_land_mask``): ``tiny`` 32 x 32, 6 days a year, hourly ERA5 (4 s, 8 MB);
 ``demo`` 64 x 64, 60 days a year, daily ERA5 (5 s, 49 MB; every day would take 13 s, 286 MB);
-``bench`` 256 x 256, every day, daily ERA5 (66 s, 4.2 GB, 1.5 GB peak memory).
+``bench`` 256 x 256, every day, daily ERA5 (66 s, 4.2 GB, 1.5 GB peak memory);
+``danra`` DANRA's grid at its real size, 589 x 789 at 2.5 km on DANRA's projection (:data:`DANRA_PROJECTION`),
+2 days a year (every year, so that ``preprocess/synthetic.yaml``'s split applies unchanged), daily ERA5
+(10-12 s, 283 MiB, 1.2 GiB peak memory, of which 0.9 GiB is ``global_land_mask``'s global mask).
+The other presets keep the projection the target grid has always had (:class:`LambertConformal`'s
+defaults: central meridian 8 E, radius 6 371 229 m).
+
+The ``danra`` grid is centred at the latitude of origin, 56.7 N, and at 10.5 E (the longitude the other
+presets centre Denmark on): it spans 47.8-64.1 N and 9.7 W-27.2 E (corners 47.8 N 0.3 W, 50.9 N 26.5 E,
+59.8 N 9.7 W, 64.1 N 27.2 E), so its ERA5 box crosses 0 deg E; Denmark lies in rows 194-338 and columns
+332-484, at least 194 cells (485 km) from every edge.
 """
 
 from __future__ import annotations
