@@ -3,8 +3,8 @@ regular projected grids built on it.
 
 The DANRA-like target grid is regular in projection coordinates ``x``/``y`` (m) and curvilinear in
 ``lat``/``lon``. One or two standard parallels (equal values give the tangent cone); spherical earth
-of radius ``earth_radius_m`` (6 371 229 m, as the HARMONIE/DANRA grids). Longitudes come back in
-[-180, 180).
+of radius ``earth_radius_m`` (default 6 371 229 m, HARMONIE's; DANRA's own grid mapping, the synthetic
+``danra`` preset's, says 6 367 470 m and central meridian 25 E). Longitudes come back in [-180, 180).
 """
 
 from __future__ import annotations

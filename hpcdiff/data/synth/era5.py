@@ -1,7 +1,8 @@
 """ERA5 files of the synthetic world, in both CDS layouts, and their daily aggregates read back.
 
 Even years (by default) are legacy CDS NetCDF3: int16 packed (``scale_factor``/``add_offset``, fill
--32767), ``time`` in hours since 1900, longitudes 0..360. Odd years are new CDS NetCDF4: float32,
+-32767), ``time`` in hours since 1900, longitudes 0..360 (or -180..180 for a box across 0 deg E, as CDS
+writes an area request across Greenwich: ascending either way). Odd years are new CDS NetCDF4: float32,
 ``valid_time`` in seconds since 1970, longitudes -180..180, extra ``number`` and ``expver``. Latitude
 is descending in both; ``e`` is in ``m of water equivalent`` (the CDS spelling), negative for
 evaporation.
@@ -53,14 +54,15 @@ def pack_int16(values: np.ndarray, *, nonnegative: bool) -> tuple[np.ndarray, fl
 
 
 def write_era5_nc3(path: Path, world: World, times: np.ndarray, fields: dict[str, np.ndarray]) -> None:
-    """Legacy CDS NetCDF3: int16 packed, ``time`` int32 hours since 1900, longitudes 0..360."""
+    """Legacy CDS NetCDF3: int16 packed, ``time`` int32 hours since 1900, longitudes 0..360 (-180..180
+    when the box crosses 0 deg E, so that they stay ascending)."""
     with netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_OFFSET") as ds:
         ds.createDimension("longitude", world.era5_lon.size)
         ds.createDimension("latitude", world.era5_lat.size)
         ds.createDimension("time", times.size)
         lon = ds.createVariable("longitude", "f4", ("longitude",))
         set_attrs(lon, {"units": "degrees_east", "long_name": "longitude"})
-        lon[:] = world.era5_lon % 360.0
+        lon[:] = world.era5_lon % 360.0 if world.era5_lon[0] >= 0 else world.era5_lon
         lat = ds.createVariable("latitude", "f4", ("latitude",))
         set_attrs(lat, {"units": "degrees_north", "long_name": "latitude"})
         lat[:] = world.era5_lat

@@ -26,7 +26,8 @@ WORLD_JSON = "world.json"
 @dataclasses.dataclass(frozen=True, eq=False)
 class World:
     """A synthetic world: its folder, law and grids. ``era5_lat`` ``[n_lat]`` (descending) and
-    ``era5_lon`` ``[n_lon]`` (degrees east, in the 0..180 range both conventions share here); target
+    ``era5_lon`` ``[n_lon]`` (degrees east, ascending, within -180..180: a box across 0 deg E has
+    negative western longitudes, as CDS writes an area request across Greenwich); target
     ``lat``/``lon`` ``[H, W]`` float64 and ``lsm`` (0/1) / ``orography`` (m) ``[H, W]`` exactly as
     stored in ``static.nc``; ``dates`` maps each year to its dates datetime64[D]."""
 
@@ -87,7 +88,7 @@ def era5_axes(lat: np.ndarray, lon: np.ndarray, *, margin_deg: float) -> tuple[n
     q = 1.0 / ERA5_STEP_DEG
     south, north = np.floor((lat.min() - margin_deg) * q), np.ceil((lat.max() + margin_deg) * q)
     west, east = np.floor((lon.min() - margin_deg) * q), np.ceil((lon.max() + margin_deg) * q)
-    assert west > 0 and east < 180 * q, "the ERA5 box must not straddle 0 or 180 deg E"
+    assert west > -180 * q and east < 180 * q, "the ERA5 box must not straddle 180 deg E"
     return np.arange(north, south - 1, -1) / q, np.arange(west, east + 1) / q
 
 
@@ -115,8 +116,7 @@ def build_world(root: Path, preset: Preset, *, seed: int, law: Law | None = None
     """The in-memory world of ``preset`` (grids, real land-sea mask, synthetic orography) at ``root``;
     ``law`` defaults to :class:`Law`'s defaults."""
     law = Law() if law is None else law
-    projection = LambertConformal()
-    grid = centred_grid(projection, centre_lat=preset.centre[0], centre_lon=preset.centre[1],
+    grid = centred_grid(preset.projection, centre_lat=preset.centre[0], centre_lon=preset.centre[1],
                         shape=preset.shape, dx_m=preset.dx_m)
     lat, lon = grid.latlon()
     era5_lat, era5_lon = era5_axes(lat, lon, margin_deg=preset.margin_deg)

@@ -18,7 +18,17 @@ ERA5 fields (:mod:`hpcdiff.data.synth.weather`); the orography (:class:`Orograph
 Presets (years 1991-2005; measured on 2 shared cores, ``hpcdiff synth OUT --preset P``, including
 ~3 s to import ``global_land_mask``): ``tiny`` 32 x 32, 6 days a year, hourly ERA5 (4 s, 8 MB);
 ``demo`` 64 x 64, 60 days a year, daily ERA5 (5 s, 49 MB; every day would take 13 s, 286 MB);
-``bench`` 256 x 256, every day, daily ERA5 (66 s, 4.2 GB, 1.5 GB peak memory).
+``bench`` 256 x 256, every day, daily ERA5 (66 s, 4.2 GB, 1.5 GB peak memory);
+``danra`` DANRA's grid at its real size, 589 x 789 at 2.5 km on DANRA's projection (:data:`DANRA_PROJECTION`),
+2 days a year (every year, so that ``preprocess/synthetic.yaml``'s split applies unchanged), daily ERA5
+(10-12 s, 283 MiB, 1.2 GiB peak memory, of which 0.9 GiB is ``global_land_mask``'s global mask).
+The other presets keep the projection the target grid has always had (:class:`LambertConformal`'s
+defaults: central meridian 8 E, radius 6 371 229 m).
+
+The ``danra`` grid is centred at the latitude of origin, 56.7 N, and at 10.5 E (the longitude the other
+presets centre Denmark on): it spans 47.8-64.1 N and 9.7 W-27.2 E (corners 47.8 N 0.3 W, 50.9 N 26.5 E,
+59.8 N 9.7 W, 64.1 N 27.2 E), so its ERA5 box crosses 0 deg E; Denmark lies in rows 194-338 and columns
+332-484, at least 194 cells (485 km) from every edge.
 """
 
 from __future__ import annotations
@@ -27,8 +37,14 @@ import dataclasses
 
 import numpy as np
 
+from hpcdiff.data.lambert import LambertConformal
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import dates_of_year
+
+# DANRA's grid mapping: spherical Lambert conformal conic, tangent at 56.7 N, central meridian 25 E,
+# earth radius 6 367 470 m
+DANRA_PROJECTION = LambertConformal(standard_parallels=(56.7, 56.7), central_meridian=25.0, origin_lat=56.7,
+                                    earth_radius_m=6_367_470.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +143,9 @@ def law_from_dict(data: dict) -> Law:
 class Preset:
     """What to write. ``days_per_year`` ``None``: every day; otherwise a block of that many consecutive
     days per year, whose start moves by 97 days from year to year so that the blocks visit every
-    season. ``era5_flavour``: ``nc3``, ``nc4`` or ``alternate`` (even years nc3, odd years nc4)."""
+    season. ``era5_flavour``: ``nc3``, ``nc4`` or ``alternate`` (even years nc3, odd years nc4). The
+    target grid: ``shape`` ``(H, W)`` cells of ``dx_m`` on ``projection``, centred on ``centre`` (lat,
+    lon in degrees; :func:`hpcdiff.data.lambert.centred_grid`)."""
 
     name: str
     shape: tuple[int, int]
@@ -138,6 +156,7 @@ class Preset:
     dx_m: float = 2500.0
     centre: tuple[float, float] = (56.0, 10.5)  # lat, lon (degrees)
     margin_deg: float = 1.0
+    projection: LambertConformal = LambertConformal()
 
     def dates(self, year: int) -> np.ndarray:
         """The dates ``[n]`` datetime64[D] written for ``year``."""
@@ -158,6 +177,9 @@ PRESETS = {
     "tiny": Preset("tiny", shape=(32, 32), days_per_year=6, era5_freq="1h"),
     "demo": Preset("demo", shape=(64, 64), days_per_year=60, era5_freq="1D"),
     "bench": Preset("bench", shape=(256, 256), era5_freq="1D"),
+    # DANRA's grid: its projection and size, centred at the latitude of origin and Denmark's longitude
+    "danra": Preset("danra", shape=(589, 789), days_per_year=2, era5_freq="1D", centre=(56.7, 10.5),
+                    projection=DANRA_PROJECTION),
 }
 
 
