@@ -24,7 +24,7 @@ from hpcdiff.data.residual import Residual, residual_from_manifest
 from hpcdiff.diffusion.gaussian import GaussianDiffusion
 from hpcdiff.diffusion.schedules import make_betas, respaced_timesteps
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.models import build_backbone, check_image_shape
+from hpcdiff.models import build_backbone, preset_config
 from hpcdiff.models.denoiser import Denoiser
 
 SPEC_VERSION = 1
@@ -81,7 +81,7 @@ class RunSpec:
     def from_job(cls, job: Any, manifest: Manifest) -> RunSpec:
         """The spec of training ``job`` (:class:`hpcdiff.train.job.TrainJob`) on the dataset ``manifest``."""
         d = job.diffusion
-        check_image_shape(job.model.backbone, job.model.preset, tuple(manifest.grid.shape))
+        preset_config(job.model.backbone, job.model.preset)  # a one-line error for an unknown one
         residual = None
         if d.residual:
             fitted = residual_from_manifest(manifest)

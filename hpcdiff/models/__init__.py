@@ -51,15 +51,6 @@ def preset_config(name: str, preset: str) -> Any:
     return backbone.presets[preset]
 
 
-def check_image_shape(name: str, preset: str, shape: tuple[int, ...]) -> None:
-    """Refuse a grid ``[H, W]`` that backbone ``name`` in size ``preset`` cannot downsample evenly, before
-    anything is built (the network itself would fail at its first forward pass)."""
-    multiple = preset_config(name, preset).grid_multiple
-    if any(side % multiple for side in shape):
-        raise HpcdiffError(f"model.preset {preset!r}: the dataset's grid {list(shape)} must have sides that "
-                           f"are multiples of {multiple}; crop it (recipe domain) or choose a smaller preset")
-
-
 def build_backbone(name: str, preset: str, *, target_channels: int, cond_channels: int, learn_sigma: bool,
                    dropout: float | None = None) -> nn.Module:
     """Backbone ``name`` of :data:`BACKBONES` in size ``preset``; ``dropout`` overrides the preset's."""
@@ -71,4 +62,4 @@ def build_backbone(name: str, preset: str, *, target_channels: int, cond_channel
 
 
 __all__ = ["BACKBONES", "UNET_PRESETS", "Backbone", "UNet", "UNetConfig", "build_backbone",
-           "check_image_shape", "preset_config"]
+           "preset_config"]

@@ -33,7 +33,8 @@ class UNetConfig:
 
     @property
     def grid_multiple(self) -> int:
-        """What ``H`` and ``W`` must be multiples of: each level but the last halves the grid."""
+        """What the network pads ``H`` and ``W`` to multiples of: each level but the last halves the
+        grid."""
         return 2 ** (len(self.channel_mult) - 1)
 
 
@@ -135,9 +136,32 @@ class EmbedSequential(nn.Sequential):
         return x
 
 
+def grid_padding(size: int, factor: int) -> tuple[int, int]:
+    """Rows (or columns) added before and after a side of ``size`` to reach the next multiple of
+    ``factor``: split evenly, the odd one after."""
+    extra = -size % factor
+    return extra // 2, extra - extra // 2
+
+
+def pad_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[slice, slice]]:
+    """``x [N, C, H, W]`` padded to sides that are multiples of ``factor`` by reflection (mirroring the
+    rows and columns next to the edge, not repeating the edge; replication where a side is too short to
+    mirror), and the ``(rows, columns)`` slices that crop the padded grid back to ``H x W``."""
+    h, w = x.shape[-2:]
+    (top, bottom), (left, right) = grid_padding(h, factor), grid_padding(w, factor)
+    crop = (slice(top, top + h), slice(left, left + w))
+    if not (top or bottom or left or right):
+        return x, crop
+    mode = "reflect" if max(top, bottom) < h and max(left, right) < w else "replicate"
+    return F.pad(x, (left, right, top, bottom), mode=mode), crop
+
+
 class UNet(nn.Module):
     """Conditional ε-model ``(x_t [N, Ct, H, W], t [N], cond [N, Cc, H, W], doy [N])`` ->
-    ``[N, Ct or 2·Ct, H, W]``. ``H`` and ``W`` must be multiples of ``2 ** (len(channel_mult) - 1)``."""
+    ``[N, Ct or 2·Ct, H, W]``, for any ``H x W``: the network input (``x_t`` and the conditions,
+    statics included) is padded by reflection to sides that are multiples of
+    ``2 ** (len(channel_mult) - 1)`` (:func:`pad_to_multiple`; evenly on both sides) and the output is
+    cropped back, so the padding never reaches the loss or the samples."""
 
     def __init__(self, *, target_channels: int, cond_channels: int, learn_sigma: bool, model_channels: int,
                  channel_mult: tuple[int, ...], num_res_blocks: int, attention_ds: tuple[int, ...],
@@ -211,11 +235,6 @@ class UNet(nn.Module):
             f"cond {tuple(cond.shape)}, expected {(n, self.cond_channels, h, w)}"
         assert t.shape == (n,) and doy.shape == (n,), \
             f"t {tuple(t.shape)} and doy {tuple(doy.shape)} must be [{n}]"
-        factor = 2 ** (self.levels - 1)
-        # An explicit check, not an assert: the grid comes from the data, and `python -O` drops asserts
-        # (the run would then fail deep in the decoder with "Sizes of tensors must match").
-        if h % factor or w % factor:
-            raise ValueError(f"H, W = {h}, {w} must be multiples of {factor} for {self.levels} levels")
 
     def embedding(self, t: torch.Tensor, doy: torch.Tensor) -> torch.Tensor:
         """Time plus day-of-year embedding ``[N, 4 · model_channels]``, in the parameters' dtype."""
@@ -228,7 +247,7 @@ class UNet(nn.Module):
         assert x_t.ndim == 4, f"x_t must be [N, C, H, W], got {tuple(x_t.shape)}"
         self._check_inputs(x_t, t, cond, doy)
         emb = self.embedding(t, doy)
-        h = torch.cat([x_t, cond.to(x_t.dtype)], dim=1)
+        h, (rows, cols) = pad_to_multiple(torch.cat([x_t, cond.to(x_t.dtype)], dim=1), 2 ** (self.levels - 1))
         skips = []
         for layers in self.down:
             h = layers(h, emb)
@@ -236,4 +255,4 @@ class UNet(nn.Module):
         h = self.middle(h, emb)
         for layers in self.up:
             h = layers(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)
+        return self.out(h)[..., rows, cols]
