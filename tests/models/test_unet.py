@@ -165,3 +165,19 @@ def test_tiny_unet_overfits_one_conditioned_sample():
         history.append({k: float(v.detach().mean()) for k, v in terms.items()})
     assert history[-1]["mse"] < 0.01 * history[0]["mse"], (history[0], history[-1])
     assert history[-1]["vlb"] < 0.1 * history[0]["vlb"], (history[0], history[-1])
+
+
+def test_attention_takes_the_fused_kernel():
+    """q, k and v reach scaled_dot_product_attention contiguous, so PyTorch runs its fused kernel, not the
+    unfused `math` fallback it takes for transposed views (6x slower at the small U-Net's 1/8 level of
+    584 x 784 on CPU: docs/performance_sample.md). The kernel names are CPU's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from hpcdiff.models.unet import AttentionBlock
+
+    block = AttentionBlock(64, head_channels=32).eval()
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        block(torch.randn(1, 64, 16, 16))
+    kernels = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in kernels, kernels
+    assert not any("math" in k for k in kernels), kernels
