@@ -35,6 +35,7 @@ setup(
         "eccodes>=2.37",
         "zarr>=2.18",
         "pint>=0.23",
+        "cf-xarray>=0.9",  # pint's registry with CF unit spellings
         "pyproj>=3.4",  # rotated-pole (CORDEX) coordinates
         # the field's verification and indices
         "xsdba>=0.5",
