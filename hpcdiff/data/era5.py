@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ import xarray as xr
 
 from hpcdiff.data.formats import OpenInputs, detect_format, grib_valid_times, open_inputs
 from hpcdiff.data.recipe import Era5Variable
-from hpcdiff.data.units import conversion, daily_total_factor
+from hpcdiff.data.units import DAILY_TOTAL_UNITS, conversion, daily_total_factor
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import decode_cf_durations, decode_cf_seconds, iso_dates, iso_instant
 
@@ -111,10 +111,6 @@ class Series:
         """The dates ``[n]`` datetime64[D] whose window is complete."""
         first = np.unique((self.stamps - self.offsets_s[0]) // DAY_S).astype("datetime64[D]")
         return first[self.complete(first)]
-
-    @property
-    def calendar(self) -> str:
-        return self.pieces[0].calendar
 
     def describe_window(self) -> str:
         if self.step_s == DAY_S:
@@ -419,8 +415,5 @@ def scan_era5_inputs(paths: Sequence[Path], variables: Sequence[Era5Variable], *
 
 def units_of(spec: Era5Variable) -> str:
     """The units of the daily value of ``spec``: kg m-2 for totals, the recipe's for states."""
-    return "kg m-2" if spec.kind in ("accumulation", "flux") else spec.units
+    return DAILY_TOTAL_UNITS if spec.kind in ("accumulation", "flux") else spec.units
 
-
-def variables_by_name(inputs: Era5Inputs) -> Mapping[str, Series]:
-    return {s.spec.name: s for s in inputs.series}

@@ -41,12 +41,17 @@ def import_grib():
     return importlib.import_module("cfgrib")
 
 
+def is_zarr_store(path: Path) -> bool:
+    """Whether ``path`` is a folder with Zarr metadata (version 2 or 3)."""
+    return path.is_dir() and any((path / marker).exists() for marker in ZARR_MARKERS)
+
+
 def detect_format(path: Path) -> str:
     """``netcdf``, ``grib`` or ``zarr`` from the file's first bytes (a Zarr store is a folder); a
     one-line error naming the file otherwise."""
     path = Path(path)
     if path.is_dir():
-        if any((path / marker).exists() for marker in ZARR_MARKERS):
+        if is_zarr_store(path):
             return "zarr"
         raise HpcdiffError(f"{path}: a folder that is not a Zarr store (no {' / '.join(ZARR_MARKERS)})")
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hpcdiff.data.era5 import Era5Inputs, scan_era5_inputs
-from hpcdiff.data.formats import ZARR_MARKERS
+from hpcdiff.data.formats import is_zarr_store
 from hpcdiff.data.recipe import CONDITIONS_SPLIT, PreprocessRecipe
 from hpcdiff.data.sources import TargetFile, TargetGrid, read_target_grid, scan_target
 from hpcdiff.data.split import SPLITS, split_dates
@@ -66,14 +66,10 @@ def find_files(root: Path, patterns: Sequence[str], *, what: str) -> list[Path]:
     paths: set[Path] = set()
     for pattern in patterns:
         full = pattern if Path(pattern).is_absolute() else str(root / pattern)
-        paths.update(Path(p) for p in glob.glob(full) if Path(p).is_file() or _is_zarr(Path(p)))
+        paths.update(Path(p) for p in glob.glob(full) if Path(p).is_file() or is_zarr_store(Path(p)))
     if not paths:
         raise HpcdiffError(f"{what}: no files match {list(patterns)} under {root}")
     return sorted(paths)
-
-
-def _is_zarr(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).exists() for marker in ZARR_MARKERS)
 
 
 def scan_inputs(recipe: PreprocessRecipe) -> Inputs:
