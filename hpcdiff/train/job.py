@@ -20,10 +20,33 @@ class DataSection:
     train_split: str = "train"
     val_split: str = "val"
     num_workers: int = 1
+    # Train on random windows: an int (square) or [h, w]; null: whole fields. Each sample's window is
+    # placed by its own seed (hpcdiff.data.windows), so ranks, accumulation and resume stay exact.
+    patch_size: int | tuple[int, int] | None = None
+    # Two static channels with the grid position (rows and columns scaled to [-1, 1] over the whole
+    # grid), cropped with each window: the network knows where a window lies. null: on with patches.
+    position_channels: bool | None = None
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
+        if self.patch_size is not None:
+            sides = (self.patch_size,) * 2 if isinstance(self.patch_size, int) else tuple(self.patch_size)
+            if len(sides) != 2 or min(sides) < 8:
+                raise ValueError(f"patch_size must be an integer or [h, w] of at least 8, got "
+                                 f"{self.patch_size}")
+
+    @property
+    def patch(self) -> tuple[int, int] | None:
+        """The window ``(h, w)``, or ``None`` for whole fields."""
+        if self.patch_size is None:
+            return None
+        return (self.patch_size,) * 2 if isinstance(self.patch_size, int) else tuple(self.patch_size)
+
+    @property
+    def positions(self) -> bool:
+        """Whether the conditions carry the two position channels."""
+        return self.patch is not None if self.position_channels is None else self.position_channels
 
 
 @dataclasses.dataclass(frozen=True)
