@@ -21,6 +21,7 @@ from typing import Any, Literal
 from hpcdiff.config import from_dict, to_dict
 from hpcdiff.data.manifest import Manifest
 from hpcdiff.data.residual import Residual, residual_from_manifest
+from hpcdiff.data.windows import POSITION_CHANNELS, check_patch
 from hpcdiff.diffusion.gaussian import GaussianDiffusion
 from hpcdiff.diffusion.schedules import make_betas, respaced_timesteps
 from hpcdiff.errors import HpcdiffError
@@ -61,8 +62,9 @@ class ResidualSpec:
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     """Everything that fixes a trained network's function. ``targets`` / ``conditions``: channel names
-    (conditions = dynamic, then static); ``image_shape``: the grid ``(H, W)``; ``normalization``: the
-    dataset's normalization fingerprint."""
+    (conditions = dynamic, then static, then the position channels ``pos_y``, ``pos_x`` when
+    ``positions``); ``image_shape``: the grid ``(H, W)``; ``patch``: the training window ``(h, w)``
+    (``None``: whole fields); ``normalization``: the dataset's normalization fingerprint."""
 
     backbone: str
     preset: str
@@ -74,6 +76,8 @@ class RunSpec:
     normalization: str
     residual: ResidualSpec | None = None
     dropout: float | None = None
+    patch: tuple[int, int] | None = None
+    positions: bool = False
     kind: Literal["diffusion"] = "diffusion"
     version: int = SPEC_VERSION
 
@@ -87,9 +91,13 @@ class RunSpec:
             fitted = residual_from_manifest(manifest)
             residual = ResidualSpec(index=list(fitted.index), a=list(fitted.a), b=list(fitted.b),
                                     scale=list(fitted.scale))
+        patch, positions = job.data.patch, job.data.positions
+        if patch is not None:
+            check_patch(patch, manifest.grid.shape, where=str(job.data.dataset))
+        conditions = manifest.condition_names + (list(POSITION_CHANNELS) if positions else [])
         return cls(backbone=job.model.backbone, preset=job.model.preset, dropout=job.model.dropout,
-                   targets=manifest.target_names, conditions=manifest.condition_names,
-                   image_shape=manifest.grid.shape,
+                   targets=manifest.target_names, conditions=conditions,
+                   image_shape=manifest.grid.shape, patch=patch, positions=positions,
                    diffusion=DiffusionSpec(schedule=d.schedule, num_steps=d.num_steps, var_type=d.var_type,
                                            loss=d.loss, vlb_weight=d.vlb_weight),
                    prediction=d.prediction, residual=residual, normalization=manifest.fingerprint())

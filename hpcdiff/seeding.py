@@ -23,9 +23,10 @@ class Purpose(enum.IntEnum):
     SHUFFLE = 4  # an epoch's batch order: (epoch)
     MEMBER = 5  # an ensemble member's sampling noise: (day number, member)
     SYNTHETIC = 6  # a profiling run's synthetic batch: (rank)
+    PATCH = 7  # where a training sample's window lies: (epoch, global sample index)
 
 
-INIT, DROPOUT, NOISE, SHUFFLE, MEMBER, SYNTHETIC = (int(p) for p in Purpose)
+INIT, DROPOUT, NOISE, SHUFFLE, MEMBER, SYNTHETIC, PATCH = (int(p) for p in Purpose)
 
 
 def mix_seed(*parts: int) -> int:

@@ -24,8 +24,15 @@ copy of the plan; use ``persistent_workers=False``).
 
 Items are dicts of tensors: ``target [B, Ct, H, W]`` and ``cond [B, Cc + Cs, H, W]`` float32
 (normalized; ``cond`` = dynamic ERA5 channels, then the normalized static channels lsm, orography,
-sdf), ``doy [B]`` float (day of year, 1..366), ``time [B]`` int64 (days since 1970-01-01) and
-``index [B]`` int64 (global sample index in the split).
+sdf, then the two position channels when asked for), ``doy [B]`` float (day of year, 1..366), ``time
+[B]`` int64 (days since 1970-01-01), ``index [B]`` int64 (global sample index in the split) and
+``window [B, 2]`` int64 (the top-left corner of each sample's window in the grid; zeros for whole
+fields).
+
+Patch training (``patch=(h, w)``): each sample is a window of target, conditions and statics, placed by
+the sample's own seed (:func:`hpcdiff.data.windows.window_origins`, from the epoch and the global
+index), and read as one hyperslab per dataset: only the chunks the window touches are read (the recipe's
+``shards.chunk_hw`` makes those few).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import torch
 from hpcdiff.data.manifest import MANIFEST, Manifest, Shard, read_manifest
 from hpcdiff.data.shards import file_sha256, open_shard, read_rows
 from hpcdiff.data.transforms import forward
+from hpcdiff.data.windows import check_patch, position_fields, window_origins
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.seeding import SHUFFLE, mix_seed
 from hpcdiff.timeaxis import day_of_year
@@ -127,7 +135,8 @@ class ShardDataset(torch.utils.data.Dataset):
     """Batches of split ``split`` of the preprocessed ``dataset`` for rank ``rank`` of ``world_size``."""
 
     def __init__(self, dataset: Path, split: str, *, batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True, drop_last: bool = True) -> None:
+                 seed: int = 0, shuffle: bool = True, drop_last: bool = True,
+                 patch: tuple[int, int] | None = None, positions: bool = False) -> None:
         assert batch_size > 0 and 0 <= rank < world_size, (batch_size, rank, world_size)
         self.root = Path(dataset)
         self.manifest: Manifest = read_manifest(self.root)
@@ -142,6 +151,10 @@ class ShardDataset(torch.utils.data.Dataset):
         self.paths = [check_shard_size(self.root, s) for s in self.shards]  # before any work: cheap
         self.split, self.batch_size, self.rank, self.world_size = split, batch_size, rank, world_size
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.grid = tuple(self.manifest.grid.shape)
+        if patch is not None:
+            check_patch(patch, self.grid, where=str(self.root))
+        self.patch, self.positions = patch, positions
         self.sizes = [s.n for s in self.shards]
         self.chunk = self.manifest.batch_chunk
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
@@ -154,6 +167,8 @@ class ShardDataset(torch.utils.data.Dataset):
         """Normalized static channels ``[Cs, H, W]``, the land mask and the coast distance."""
         fields = read_statics(self.manifest)
         self._static = normalized_statics(fields, self.manifest)
+        if self.positions:
+            self._static = np.concatenate([self._static, position_fields(self.grid)])
         self.mask = torch.from_numpy(fields["lsm"].astype(np.float32))[None, None]
         self.sdf_km = fields["sdf"].astype(np.float64)  # [H, W], km, positive on land
 
@@ -191,16 +206,36 @@ class ShardDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         shard, start, stop = (int(v) for v in self._plan[i])
         target_ds, cond_ds, days = self._shard(shard)
-        n, hw = stop - start, self._static.shape[1:]
-        target = np.empty((n, target_ds.shape[1], *hw), np.float32)
-        read_rows(target_ds, target, start)
-        cond = np.empty((n, cond_ds.shape[1] + self._static.shape[0], *hw), np.float32)
-        read_rows(cond_ds, cond, start)  # dynamic channels first, then the statics
-        cond[:, cond_ds.shape[1]:] = self._static
+        index = np.arange(start, stop, dtype=np.int64) + int(self.offsets[shard])
+        if self.patch is None:
+            origins = np.zeros((stop - start, 2), np.int64)
+        else:
+            origins = window_origins(index, seed=self.seed, epoch=self.epoch, grid=self.grid,
+                                     patch=self.patch)
+        target, cond = self._read(target_ds, cond_ds, start, origins)
         days = days[start:stop]
         return {"target": torch.from_numpy(target), "cond": torch.from_numpy(cond),
                 "doy": torch.from_numpy(day_of_year(days)), "time": torch.from_numpy(days.copy()),
-                "index": torch.arange(start, stop, dtype=torch.int64) + int(self.offsets[shard])}
+                "index": torch.from_numpy(index), "window": torch.from_numpy(origins)}
+
+    def _read(self, target_ds: h5py.Dataset, cond_ds: h5py.Dataset, start: int,
+              origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``target [B, Ct, h, w]`` and ``cond [B, Cc + Cs, h, w]`` of samples ``start ..`` with windows at
+        ``origins [B, 2]``: one read per dataset for whole fields, one per sample and dataset for windows."""
+        n, dynamic = len(origins), cond_ds.shape[1]
+        hw = self.grid if self.patch is None else self.patch
+        target = np.empty((n, target_ds.shape[1], *hw), np.float32)
+        cond = np.empty((n, dynamic + self._static.shape[0], *hw), np.float32)
+        if self.patch is None:
+            read_rows(target_ds, target, start)
+            read_rows(cond_ds, cond, start)  # dynamic channels first, then the statics
+            cond[:, dynamic:] = self._static
+            return target, cond
+        for k, (r, c) in enumerate(origins.tolist()):
+            read_rows(target_ds, target[k:k + 1], start + k, origin=(r, c))
+            read_rows(cond_ds, cond[k:k + 1], start + k, origin=(r, c))
+            cond[k, dynamic:] = self._static[:, r:r + hw[0], c:c + hw[1]]
+        return target, cond
 
     def close(self) -> None:
         for target_ds, _, _ in self._files.values():

@@ -176,7 +176,8 @@ def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: l
                                     desc="preprocess") as bar:
         for k, shard in enumerate(shards):
             with create_shard(folder / shard_name(shard.split, shard.rank, shard.index), n=shard.dates.size,
-                              channels=channels, hw=setup.hw, chunk=recipe.shards.batch_chunk) as f:
+                              channels=channels, hw=setup.hw, chunk=recipe.shards.batch_chunk,
+                              chunk_hw=recipe.shards.chunk_hw) as f:
                 f["time"][:] = to_days(shard.dates)
                 for block in by_shard[k]:
                     cond, target = read_block(setup, block, files)

@@ -136,6 +136,9 @@ class ShardSection:
     samples_per_shard: int | None = None
     shard_mb: float | None = 256.0
     batch_chunk: int = 8  # samples per HDF5 chunk: a batch of this size is one chunk read
+    # y/x chunk [h, w] for patch training (a window reads only the chunks it touches; with batch_chunk 1
+    # a sample's window reads no other sample's bytes); null: whole fields per chunk
+    chunk_hw: tuple[int, int] | None = None
     compression: Literal["lz4", "zstd", "gzip"] | None = None
 
     def __post_init__(self) -> None:
@@ -147,6 +150,9 @@ class ShardSection:
             raise ValueError(f"shard_mb must be in (0, {MAX_SHARD_MB:g}], got {self.shard_mb}")
         if self.batch_chunk <= 0:
             raise ValueError("batch_chunk must be positive")
+        if self.chunk_hw is not None and (len(self.chunk_hw) != 2 or min(self.chunk_hw) <= 0):
+            raise ValueError(f"chunk_hw must be two positive integers [h, w] or null, got "
+                             f"{list(self.chunk_hw)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,9 @@ A shard ``shards/<split>-<rank>-<k>.h5`` holds ``n`` consecutive samples of one 
 
 ``target`` and ``cond`` are chunked ``[batch_chunk, C, H, W]``: a batch of ``batch_chunk`` aligned
 samples is one chunk per dataset, and uncompressed chunks written in order lie back to back in the
-file, so any run of consecutive samples is one contiguous read.
+file, so any run of consecutive samples is one contiguous read. For patch training the recipe may chunk
+in y/x too (``shards.chunk_hw``, ``[batch_chunk, C, h, w]``): a window then reads only the chunks it
+touches.
 
 Preprocessing first writes each shard un-normalized (``g(x)``, uncompressed) while the training
 statistics accumulate, then normalizes it in place, and rewrites it compressed if the recipe asks.
@@ -53,12 +55,14 @@ def compression_options(kind: str | None) -> dict[str, Any]:
 
 
 def create_shard(path: Path, *, n: int, channels: Mapping[str, int], hw: tuple[int, int],
-                 chunk: int) -> h5py.File:
+                 chunk: int, chunk_hw: tuple[int, int] | None = None) -> h5py.File:
     """An open, uncompressed shard: float32 ``target``/``cond`` ``[n, C, H, W]`` chunked
-    ``[chunk, C, H, W]`` and ``time`` ``[n]`` int64 (days since 1970-01-01)."""
+    ``[chunk, C, H, W]`` (``[chunk, C, *chunk_hw]`` with spatial chunks: a training window then reads
+    only the chunks it touches) and ``time`` ``[n]`` int64 (days since 1970-01-01)."""
     f = h5py.File(path, "w")
+    tile = hw if chunk_hw is None else (min(chunk_hw[0], hw[0]), min(chunk_hw[1], hw[1]))
     for name, c in channels.items():
-        f.create_dataset(name, shape=(n, c, *hw), dtype=np.float32, chunks=(min(chunk, n), c, *hw))
+        f.create_dataset(name, shape=(n, c, *hw), dtype=np.float32, chunks=(min(chunk, n), c, *tile))
     f.create_dataset("time", shape=(n,), dtype=np.int64).attrs["units"] = TIME_UNITS
     return f
 
@@ -124,13 +128,16 @@ def open_shard(path: Path) -> h5py.File:
             from None
 
 
-def read_rows(dataset: h5py.Dataset, out: np.ndarray, start: int) -> None:
-    """Read samples ``start .. start + len(out)`` of ``dataset`` ``[N, C, ...]`` into the first ``C``
-    channels of ``out`` ``[n, C', ...]`` (``C' >= C``): one hyperslab read straight into ``out``.
-    (h5py's low-level calls: ``read_direct`` costs ~50 us more per call in Python selection code.)"""
-    count = (out.shape[0], *dataset.shape[1:])
+def read_rows(dataset: h5py.Dataset, out: np.ndarray, start: int, *,
+              origin: tuple[int, int] = (0, 0)) -> None:
+    """Read samples ``start .. start + len(out)`` of ``dataset`` ``[N, C, H, W]`` into the first ``C``
+    channels of ``out`` ``[n, C', h, w]`` (``C' >= C``): one hyperslab read straight into ``out``, of the
+    window ``origin .. origin + (h, w)`` (the whole field when ``out`` is ``H x W``), so only the chunks
+    the window touches are read. (h5py's low-level calls: ``read_direct`` costs ~50 us more per call in
+    Python selection code.)"""
+    count = (out.shape[0], dataset.shape[1], *out.shape[2:])
     file_space = dataset.id.get_space()
-    file_space.select_hyperslab((start,) + (0,) * (dataset.ndim - 1), count)
+    file_space.select_hyperslab((start, 0, *origin), count)
     mem_space = h5py.h5s.create_simple(out.shape)
     mem_space.select_hyperslab((0,) * out.ndim, count)
     dataset.id.read(mem_space, file_space, out)

@@ -16,6 +16,7 @@ import numpy as np
 from hpcdiff.data.loader import normalized_statics, read_statics
 from hpcdiff.data.manifest import Manifest, read_manifest
 from hpcdiff.data.shards import open_shard, read_rows
+from hpcdiff.data.windows import position_fields
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import calendar_day_of_year, day_numbers, iso_dates
 
@@ -34,13 +35,16 @@ def date_index(manifest: Manifest) -> dict[str, tuple[Path, int]]:
 
 
 class ConditionReader:
-    """Normalized conditions ``[Cc + Cs, H, W]`` and the day of year of any date the dataset holds."""
+    """Normalized conditions ``[Cc + Cs, H, W]`` and the day of year of any date the dataset holds; with
+    ``positions``, the two position channels follow the statics (as the run's spec says)."""
 
-    def __init__(self, dataset: Path) -> None:
+    def __init__(self, dataset: Path, *, positions: bool = False) -> None:
         self.root = Path(dataset)
         self.manifest = read_manifest(self.root)
         self.index = date_index(self.manifest)
         self.static = normalized_statics(read_statics(self.manifest), self.manifest)
+        if positions:
+            self.static = np.concatenate([self.static, position_fields(tuple(self.manifest.grid.shape))])
         self.dynamic = len(self.manifest.conditions)
         self._files: dict[Path, h5py.File] = {}
 

@@ -47,6 +47,7 @@ from hpcdiff.sample.run import (
     precision_name,
     resolved_steps,
 )
+from hpcdiff.sample.tiles import TiledModel, check_tiling
 from hpcdiff.seeding import MEMBER, generator
 
 Row = tuple[str, int]  # (ISO date, member)
@@ -78,11 +79,14 @@ def make_plan(job: SampleJob, run: TrainedRun) -> SamplePlan:
     dates = select_dates(job.dates, manifest.split_dates(), where=str(run.dataset),
                          calendar=manifest.calendar)
     s = job.sample
+    if s.tiles is not None:
+        check_tiling(s.tiles, s.tile_overlap, where="sample job")
     return SamplePlan(run=str(run.run_dir), checkpoint=str(run.checkpoint), checkpoint_step=run.step,
                       checkpoint_sha256=run.checkpoint_sha256, dataset=str(run.dataset), dates=dates,
                       members=s.members, sampler=s.sampler, steps=resolved_steps(s, run.spec),
                       spacing=s.spacing, eta=s.eta, seed=s.seed, precision=s.precision,
-                      image_shape=run.spec.image_shape, targets=list(run.manifest.raw["targets"]))
+                      image_shape=run.spec.image_shape, targets=list(run.manifest.raw["targets"]),
+                      tile=s.tiles, tile_overlap=s.tile_overlap if s.tiles is not None else 0)
 
 
 def prepare(job: SampleJob, run_dir: Path, out: Path) -> tuple[SampleJob, TrainedRun, SamplePlan]:
@@ -125,7 +129,7 @@ class EnsembleSampler:
         self.model = load_network(run, device=device)
         self.model.autocast = autocast_dtype(plan.precision, device)
         self.diffusion = run.spec.build_diffusion(steps=plan.steps, spacing=plan.spacing)
-        self.reader = ConditionReader(run.dataset)
+        self.reader = ConditionReader(run.dataset, positions=run.spec.positions)
         self.shape = (len(plan.channels), *plan.image_shape)
         self._cond: dict[str, tuple[np.ndarray, float]] = {}
 
@@ -146,7 +150,10 @@ class EnsembleSampler:
         cond = torch.from_numpy(np.stack([c for c, _ in conds])).to(self.device)
         doy = torch.tensor([v for _, v in conds], dtype=torch.float32, device=self.device)
         generators = [generator(self.plan.seed, MEMBER, self.reader.day_number(d), m) for d, m in rows]
-        x = sample(self.model.bind(cond, doy), self.diffusion, (len(rows), *self.shape),
+        tile, overlap = self.plan.tile, self.plan.tile_overlap
+        model_fn = (self.model.bind(cond, doy) if tile is None
+                    else TiledModel(self.model, cond, doy, tile=tuple(tile), overlap=overlap))
+        x = sample(model_fn, self.diffusion, (len(rows), *self.shape),
                    sampler=self.plan.sampler, steps=self.diffusion.num_steps, eta=self.plan.eta,
                    generators=generators, device=self.device)
         assert x.shape == (len(rows), *self.shape), (tuple(x.shape), self.shape)

@@ -48,10 +48,25 @@ class SamplerSection:
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint: str = "latest"
+    # Full-domain sampling: null = the whole grid in one network call per step; an int or [h, w] =
+    # overlapping tiles of that size, blended over tile_overlap pixels (hpcdiff.sample.tiles)
+    tile: int | tuple[int, int] | None = None
+    tile_overlap: int = 32
 
     def __post_init__(self) -> None:
         if self.members <= 0 or self.batch_size <= 0:
             raise ValueError("members and batch_size must be positive")
+        if self.tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be 0 or more, got {self.tile_overlap}")
+        if self.tiles is not None and (len(self.tiles) != 2 or min(self.tiles) < 8):
+            raise ValueError(f"tile must be an integer or [h, w] of at least 8, or null; got {self.tile}")
+
+    @property
+    def tiles(self) -> tuple[int, int] | None:
+        """The tile ``(h, w)``, or ``None`` for the whole grid in one call."""
+        if self.tile is None:
+            return None
+        return (self.tile,) * 2 if isinstance(self.tile, int) else tuple(self.tile)
         if self.steps is not None and self.steps <= 0:
             raise ValueError("steps must be positive (or null for the sampler's default)")
 

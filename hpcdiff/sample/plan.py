@@ -44,6 +44,8 @@ class SamplePlan:
     precision: str
     image_shape: tuple[int, int]
     targets: list[dict[str, Any]]
+    tile: tuple[int, int] | None = None  # overlapping tiles of this size (None: the whole grid per call)
+    tile_overlap: int = 0
     version: int = PLAN_VERSION
 
     @property

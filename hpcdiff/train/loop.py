@@ -126,7 +126,8 @@ class Trainer:
         self.device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
         self.ds_config = ds.deepspeed_config(job, self.plan, on_gpu=self.device.type == "cuda")
         self.train_ds = ShardDataset(job.data.dataset, job.data.train_split, batch_size=self.plan.micro_batch,
-                                     rank=env.rank, world_size=env.world_size, seed=job.train.seed)
+                                     rank=env.rank, world_size=env.world_size, seed=job.train.seed,
+                                     patch=job.data.patch, positions=job.data.positions)
         if len(self.train_ds) == 0:
             raise HpcdiffError(f"{job.data.dataset}: split {job.data.train_split!r} has fewer samples than "
                                f"one micro-batch per rank ({self.plan.describe()})")
@@ -163,20 +164,27 @@ class Trainer:
         target, cond, doy = (batch[k].to(self.device) for k in ("target", "cond", "doy"))
         return self.denoiser.encode(target, cond), cond, doy
 
-    def _losses(self, model_fn: ModelFn, x0: torch.Tensor, *, index: torch.Tensor,
+    def _weight(self, batch: dict[str, torch.Tensor], hw: tuple[int, int]) -> torch.Tensor | None:
+        """The loss weights of the batch: the whole grid's ``[1, 1, H, W]``, or each sample's window of
+        them ``[B, 1, h, w]``."""
+        if self.weight is None or tuple(self.weight.shape[-2:]) == hw:
+            return self.weight
+        return torch.cat([self.weight[..., r:r + hw[0], c:c + hw[1]] for r, c in batch["window"].tolist()])
+
+    def _losses(self, model_fn: ModelFn, x0: torch.Tensor, *, batch: dict[str, torch.Tensor],
                 epoch: int) -> dict[str, torch.Tensor]:
         """Per-sample losses ``[B]`` with each sample's own time step and noise."""
-        t, noise = per_sample_noise(index, seed=self.job.train.seed, epoch=epoch,
+        t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=epoch,
                                     num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
         t = t.to(self.device)
         return self.diffusion.training_losses(model_fn, x0, t, noise=noise.to(self.device),
-                                              weight=self.weight, mse_weight=self.denoiser.mse_weight(t))
+                                              weight=self._weight(batch, tuple(x0.shape[-2:])),
+                                              mse_weight=self.denoiser.mse_weight(t))
 
     def _micro_step(self, epoch: int, batch: dict[str, torch.Tensor], micro: int) -> dict[str, float]:
         x0, cond, doy = self._on_device(batch)
         torch.manual_seed(mix_seed(self.job.train.seed, DROPOUT, self.env.rank, micro))
-        losses = self._losses(lambda x_t, t: self.engine(x_t, t, cond, doy), x0, index=batch["index"],
-                              epoch=epoch)
+        losses = self._losses(lambda x_t, t: self.engine(x_t, t, cond, doy), x0, batch=batch, epoch=epoch)
         loss = losses["loss"].mean()
         self.engine.backward(loss)
         if self.engine.is_gradient_accumulation_boundary():
@@ -218,7 +226,8 @@ class Trainer:
         job = self.job
         try:
             val = ShardDataset(job.data.dataset, job.data.val_split, batch_size=self.plan.micro_batch,
-                               seed=job.train.seed, shuffle=False, drop_last=False)
+                               seed=job.train.seed, shuffle=False, drop_last=False, patch=job.data.patch,
+                               positions=job.data.positions)
         except HpcdiffError as err:
             if self.env.is_main and not self._val_skip_said:
                 print(f"hpcdiff train: no validation: {err}", file=sys.stderr, flush=True)
@@ -251,7 +260,7 @@ class Trainer:
     def _fixed_noise_losses(self, model: torch.nn.Module,
                             batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x0, cond, doy = self._on_device(batch)
-        return self._losses(model.bind(cond, doy), x0, index=batch["index"], epoch=0)
+        return self._losses(model.bind(cond, doy), x0, batch=batch, epoch=0)
 
     def _state(self) -> dict[str, Any]:
         """``state.pt``: what sampling needs (EMA, run spec, config, manifest) and the step; the loader
