@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder: new, empty, or an earlier synthetic world (which is replaced)")
     p.add_argument("--preset", default="tiny", help="tiny | demo | bench | danra (default: tiny)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--days-per-year", type=int, default=None, metavar="N",
+                   help="days written per year instead of the preset's (danra: 2), e.g. for training tests")
     p.add_argument("--cordex", metavar="CALENDAR", default=None,
                    help="also write EURO-CORDEX-like daily files (OUT/cordex/: CMOR names, rotated pole, one "
                         "file per variable and period) in CALENDAR: 360_day, noleap or standard")
@@ -195,7 +197,7 @@ def _synth(args: argparse.Namespace) -> int:
     from hpcdiff.data.synth import write_world
 
     out = write_world(args.out, preset=args.preset, seed=args.seed, progress=args.progress,
-                      cordex=args.cordex)
+                      cordex=args.cordex, days_per_year=args.days_per_year)
     print(f"synthetic world ({args.preset}, seed {args.seed}) written to {out}")
     return 0
 

@@ -9,6 +9,7 @@ replaces an existing world atomically and refuses to touch anything else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -114,13 +115,17 @@ def check_replaceable(out: Path) -> None:
 
 
 def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: bool = True,
-                cordex: str | None = None) -> Path:
+                cordex: str | None = None, days_per_year: int | None = None) -> Path:
     """Write the synthetic world of ``preset`` to the folder ``out`` (atomically: built next to it,
     renamed at the end); the same ``preset`` and ``seed`` give identical bytes. ``out`` may be new, an
     empty folder or an existing world, which is replaced; anything else is refused untouched.
     ``cordex``: a calendar in which to also write EURO-CORDEX-like files into ``cordex/``
-    (:mod:`hpcdiff.data.synth.cordex`)."""
+    (:mod:`hpcdiff.data.synth.cordex`). ``days_per_year`` replaces the preset's (1..365)."""
     spec = get_preset(preset)
+    if days_per_year is not None:
+        if not 1 <= days_per_year <= 365:
+            raise HpcdiffError(f"--days-per-year must be in 1..365, got {days_per_year}")
+        spec = dataclasses.replace(spec, days_per_year=days_per_year)
     if cordex is not None:
         cordex = calendar_name(cordex, where="--cordex")
     if seed < 0:
