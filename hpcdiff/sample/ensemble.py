@@ -80,13 +80,13 @@ def make_plan(job: SampleJob, run: TrainedRun) -> SamplePlan:
                          calendar=manifest.calendar)
     s = job.sample
     if s.tiles is not None:
-        check_tiling(s.tiles, s.tile_overlap, where="sample job")
+        check_tiling(s.tiles, s.overlap, where="sample job")
     return SamplePlan(run=str(run.run_dir), checkpoint=str(run.checkpoint), checkpoint_step=run.step,
                       checkpoint_sha256=run.checkpoint_sha256, dataset=str(run.dataset), dates=dates,
                       members=s.members, sampler=s.sampler, steps=resolved_steps(s, run.spec),
                       spacing=s.spacing, eta=s.eta, seed=s.seed, precision=s.precision,
                       image_shape=run.spec.image_shape, targets=list(run.manifest.raw["targets"]),
-                      tile=s.tiles, tile_overlap=s.tile_overlap if s.tiles is not None else 0)
+                      tile=s.tiles, tile_overlap=s.overlap)
 
 
 def prepare(job: SampleJob, run_dir: Path, out: Path) -> tuple[SampleJob, TrainedRun, SamplePlan]:

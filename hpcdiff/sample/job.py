@@ -49,14 +49,15 @@ class SamplerSection:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint: str = "latest"
     # Full-domain sampling: null = the whole grid in one network call per step; an int or [h, w] =
-    # overlapping tiles of that size, blended over tile_overlap pixels (hpcdiff.sample.tiles)
+    # overlapping tiles of that size, blended over tile_overlap pixels (hpcdiff.sample.tiles; null: a
+    # quarter of the tile's shorter side)
     tile: int | tuple[int, int] | None = None
-    tile_overlap: int = 32
+    tile_overlap: int | None = None
 
     def __post_init__(self) -> None:
         if self.members <= 0 or self.batch_size <= 0:
             raise ValueError("members and batch_size must be positive")
-        if self.tile_overlap < 0:
+        if self.tile_overlap is not None and self.tile_overlap < 0:
             raise ValueError(f"tile_overlap must be 0 or more, got {self.tile_overlap}")
         if self.tiles is not None and (len(self.tiles) != 2 or min(self.tiles) < 8):
             raise ValueError(f"tile must be an integer or [h, w] of at least 8, or null; got {self.tile}")
@@ -67,6 +68,13 @@ class SamplerSection:
         if self.tile is None:
             return None
         return (self.tile,) * 2 if isinstance(self.tile, int) else tuple(self.tile)
+
+    @property
+    def overlap(self) -> int:
+        """Pixels shared by neighbouring tiles (0 without tiles)."""
+        if self.tiles is None:
+            return 0
+        return min(self.tiles) // 4 if self.tile_overlap is None else self.tile_overlap
         if self.steps is not None and self.steps <= 0:
             raise ValueError("steps must be positive (or null for the sampler's default)")
 
