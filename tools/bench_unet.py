@@ -7,10 +7,12 @@
 
 ``--grid`` measures instead the cost per pixel of one inference forward pass (eval mode, no grad,
 batch 1 unless ``--batch``) at each grid size, with and without the attention blocks (replaced by the
-identity), so the attention share is their difference, and the forward FLOPs per pixel (counted on
-the meta device: no time, no memory). ``--attention-window`` overrides the preset's
-``attention_window`` (``none``: global attention). ``--sdpa-backends`` runs one forward pass of the
-attention blocks restricted to each ``scaled_dot_product_attention`` backend in turn
+identity; ``--skip-bare``: not), so the attention share is their difference, and the forward FLOPs
+per pixel (counted on the meta device: no time, no memory); with ``--attention-block``, one attention
+block of the deepest attention level alone at each size's token grid there, windowed and global.
+``--clock cpu`` times this process's CPU time instead of wall time. ``--attention-window`` overrides
+the preset's ``attention_window`` (``none``: global attention). ``--sdpa-backends`` runs one forward
+pass of the attention blocks restricted to each ``scaled_dot_product_attention`` backend in turn
 (``torch.nn.attention.sdpa_kernel``) and reports which accept the shapes, and which kernels the
 unrestricted call runs (``torch.profiler`` op names).
 
@@ -30,6 +32,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import math
 import os
 import resource
 import statistics
@@ -41,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hpcdiff.diffusion import GaussianDiffusion, make_betas
 from hpcdiff.models import UNET_PRESETS, UNet
-from hpcdiff.models.unet import AttentionBlock
+from hpcdiff.models.unet import AttentionBlock, grid_padding
 
 SIZES = {"tiny": (8, 32), "small": (8, 64), "base": (1, 256)}  # preset -> (batch, H = W)
 TARGET_CHANNELS, COND_CHANNELS = 3, 6
@@ -121,18 +124,35 @@ def count_flops(model: torch.nn.Module, diffusion: GaussianDiffusion, batch: dic
     return fwd.get_total_flops(), both.get_total_flops()
 
 
-def time_ms(fn, *, repeat: int, device: torch.device) -> tuple[float, float]:
-    """Best and median wall time of ``fn()`` in ms, after one warm-up call."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_ms(fn, *, repeat: int, device: torch.device, clock: str = "wall") -> tuple[float, float]:
+    """Best and median time of ``fn()`` in ms, after one warm-up call. ``clock="cpu"`` counts this
+    process's CPU time instead of wall time (with more than one thread it also counts threads spinning
+    at barriers)."""
+    (best, median), = time_interleaved([fn], repeat=repeat, device=device, clock=clock)
+    return best, median
+
+
+def time_interleaved(fns: list, *, repeat: int, device: torch.device, clock: str = "wall",
+                     warmup: bool = True) -> list[tuple[float, float]]:
+    """Best and median time in ms of each of ``fns``, called in turn ``repeat`` times after one warm-up
+    call each (unless not ``warmup``): on a shared machine each function meets the same spells of
+    load."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    times = []
-    for _ in range(repeat):
-        sync()
-        start = time.perf_counter()
+    now = CLOCKS[clock]
+    for fn in fns if warmup else []:
         fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times), statistics.median(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, record in zip(fns, times, strict=True):
+            sync()
+            start = now()
+            fn()
+            sync()
+            record.append((now() - start) * 1e3)
+    return [(min(record), statistics.median(record)) for record in times]
 
 
 def forward_fn(model: nn.Module, batch: dict[str, torch.Tensor], *, bf16: bool):
@@ -163,14 +183,45 @@ def bench_grid(preset: str, size: tuple[int, int], args: argparse.Namespace, dev
     model = build_model(preset, args).to(device).eval()
     batch = make_batch(batch_size, size, device=device, channels_last=False)
     pixels = batch_size * size[0] * size[1]
-    ms, median_ms = time_ms(forward_fn(model, batch, bf16=args.bf16), repeat=args.repeat, device=device)
-    bare_ms, _ = time_ms(forward_fn(without_attention(model), batch, bf16=args.bf16), repeat=args.repeat,
-                         device=device)
+    fns = [forward_fn(model, batch, bf16=args.bf16)]
+    if not args.skip_bare:
+        fns.append(forward_fn(without_attention(model), batch, bf16=args.bf16))
+    times = time_interleaved(fns, repeat=args.repeat, device=device, clock=args.clock,
+                             warmup=not args.no_warmup)
+    (ms, median_ms), bare_ms = times[0], (times[1][0] if len(times) > 1 else math.nan)
     return {"preset": preset, "size": f"{size[0]}x{size[1]}", "batch": batch_size, "bf16": args.bf16,
+            "clock": args.clock, "threads": torch.get_num_threads(),
             "attention_window": model.attention_window, "fwd_ms": ms, "fwd_median_ms": median_ms,
             "us_per_pixel": ms * 1e3 / pixels, "no_attention_ms": bare_ms,
-            "attention_share": max(0.0, 1 - bare_ms / ms),
+            "attention_share": math.nan if math.isnan(bare_ms) else max(0.0, 1 - bare_ms / ms),
             "fwd_kflop_per_pixel": forward_flops(model, batch_size, size) / pixels / 1e3}
+
+
+def bench_attention_block(preset: str, size: tuple[int, int], args: argparse.Namespace,
+                          device: torch.device) -> dict:
+    """One attention block of the preset's deepest attention level alone, on the token grid a ``size``
+    input reaches there, with and without the window: the part of the forward pass the window changes."""
+    model = build_model(preset, args)
+    config = UNET_PRESETS[preset]
+    ds = max(config.attention_ds)
+    padded = [side + sum(grid_padding(side, config.grid_multiple)) for side in size]
+    tokens = (padded[0] // ds, padded[1] // ds)
+    channels = config.model_channels * config.channel_mult[int(math.log2(ds))]
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
+    x = torch.randn(args.batch or 1, channels, *tokens, generator=torch.Generator().manual_seed(0)).to(device)
+    fns = []
+    for window in (model.attention_window, None):
+        block = AttentionBlock(channels, head_channels=config.head_channels, window=window).to(device).eval()
+
+        def run(block: AttentionBlock = block) -> None:
+            with autocast, torch.no_grad():
+                block(x)
+
+        fns.append(run)
+    (ms, _), (global_ms, _) = time_interleaved(fns, repeat=args.repeat, device=device, clock=args.clock)
+    return {"preset": preset, "size": f"{size[0]}x{size[1]}", "tokens": f"{tokens[0]}x{tokens[1]}",
+            "channels": channels, "bf16": args.bf16, "attention_window": model.attention_window,
+            "block_ms": ms, "global_block_ms": global_ms}
 
 
 def sdpa_backends(model: nn.Module, batch: dict[str, torch.Tensor], *, bf16: bool) -> dict:
@@ -284,6 +335,21 @@ def print_grid(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
+def print_attention_blocks(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """One attention block alone per preset and grid size, windowed and global."""
+    print("| preset | H x W | tokens at the deepest attention level | channels | window | block ms "
+          "| global block ms |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for preset in args.presets:
+        for size in args.grid:
+            r = bench_attention_block(preset, grid_size(size), args, device)
+            rows.append(r)
+            print(f"| {preset} | {r['size']} | {r['tokens']} | {r['channels']} | {r['attention_window']} "
+                  f"| {r['block_ms']:.2f} | {r['global_block_ms']:.2f} |", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(UNET_PRESETS), choices=list(UNET_PRESETS))
@@ -295,15 +361,24 @@ def main() -> None:
     parser.add_argument("--grid", nargs="+", default=None, help="cost per pixel at these sizes (N or HxW)")
     parser.add_argument("--attention-window", default="preset", help="none, or tokens per window side")
     parser.add_argument("--sdpa-backends", action="store_true")
+    parser.add_argument("--skip-bare", action="store_true", help="--grid: no timing without attention")
+    parser.add_argument("--no-warmup", action="store_true", help="--grid: no warm-up call (slow runs)")
+    parser.add_argument("--attention-block", action="store_true",
+                        help="--grid: time one attention block alone, windowed and global")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="--grid: wall time, or this process's CPU time (one thread, shared machines)")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"bf16 autocast {args.bf16}, channels_last {args.channels_last}\n")
+          f"bf16 autocast {args.bf16}, channels_last {args.channels_last}, clock {args.clock}\n")
     print(f"uptime: {os.getloadavg()}\n")
-    rows = print_grid(args, device) if args.grid else print_steps(args, device)
+    if args.grid:
+        rows = print_attention_blocks(args, device) if args.attention_block else print_grid(args, device)
+    else:
+        rows = print_steps(args, device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
