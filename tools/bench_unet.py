@@ -183,6 +183,12 @@ def bench_grid(preset: str, size: tuple[int, int], args: argparse.Namespace, dev
     model = build_model(preset, args).to(device).eval()
     batch = make_batch(batch_size, size, device=device, channels_last=False)
     pixels = batch_size * size[0] * size[1]
+    flops = forward_flops(model, batch_size, size)
+    if args.flops_only:
+        return {"preset": preset, "size": f"{size[0]}x{size[1]}", "batch": batch_size,
+                "attention_window": model.attention_window, "fwd_ms": math.nan, "fwd_median_ms": math.nan,
+                "us_per_pixel": math.nan, "no_attention_ms": math.nan, "attention_share": math.nan,
+                "fwd_kflop_per_pixel": flops / pixels / 1e3}
     fns = [forward_fn(model, batch, bf16=args.bf16)]
     if not args.skip_bare:
         fns.append(forward_fn(without_attention(model), batch, bf16=args.bf16))
@@ -194,7 +200,7 @@ def bench_grid(preset: str, size: tuple[int, int], args: argparse.Namespace, dev
             "attention_window": model.attention_window, "fwd_ms": ms, "fwd_median_ms": median_ms,
             "us_per_pixel": ms * 1e3 / pixels, "no_attention_ms": bare_ms,
             "attention_share": math.nan if math.isnan(bare_ms) else max(0.0, 1 - bare_ms / ms),
-            "fwd_kflop_per_pixel": forward_flops(model, batch_size, size) / pixels / 1e3}
+            "fwd_kflop_per_pixel": flops / pixels / 1e3}
 
 
 def bench_attention_block(preset: str, size: tuple[int, int], args: argparse.Namespace,
@@ -363,6 +369,7 @@ def main() -> None:
     parser.add_argument("--sdpa-backends", action="store_true")
     parser.add_argument("--skip-bare", action="store_true", help="--grid: no timing without attention")
     parser.add_argument("--no-warmup", action="store_true", help="--grid: no warm-up call (slow runs)")
+    parser.add_argument("--flops-only", action="store_true", help="--grid: count FLOPs, time nothing")
     parser.add_argument("--attention-block", action="store_true",
                         help="--grid: time one attention block alone, windowed and global")
     parser.add_argument("--repeat", type=int, default=3)

@@ -5,15 +5,17 @@
 # pixel against grid size; with the preset's attention window and with global attention.
 #
 #     tools/bench_unet_gpu.sh [OUT_DIR]              # on a GPU node (a few minutes on one H100/H200)
-#     tools/bench_unet_gpu.sh --cpu-small [OUT_DIR]  # the same steps on CPU with the tiny preset at 40 x 52
+#     tools/bench_unet_gpu.sh --cpu-small [OUT_DIR]  # the same steps on CPU: tiny preset, 40 x 52, ~2 min
+#
+# Needs the hpcdiff environment's python on PATH (the repository root on PYTHONPATH, or hpcdiff installed).
 #
 # Markdown tables go to stdout and OUT_DIR/bench_unet_gpu.log, each table's rows to OUT_DIR/*.json.
 set -euo pipefail
 
-device=cuda preset=base size=589x789 grid=(128 256 512 589x789) repeat=5
+device=cuda preset=base size=589x789 grid=(128 256 512 589x789) repeat=5 windows=(preset none)
 if [[ "${1:-}" == "--cpu-small" ]]; then
-    shift
-    device=cpu preset=tiny size=40x52 grid=(32 40x52) repeat=1
+    shift  # tiny has no window of its own: 8 tokens splits its 20 x 26 token grid at 40 x 52
+    device=cpu preset=tiny size=40x52 grid=(32 40x52) repeat=1 windows=(8 none)
 fi
 out=${1:-bench_unet_gpu}
 mkdir -p "$out"
@@ -25,7 +27,7 @@ bench=(python "$here/bench_unet.py" --device "$device" --presets "$preset" --rep
     uptime
     if [[ $device == cuda ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; fi
     python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-    for window in preset none; do
+    for window in "${windows[@]}"; do
         for precision in fp32 bf16; do
             flag=()
             [[ $precision == bf16 ]] && flag=(--bf16)
