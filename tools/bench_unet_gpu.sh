@@ -25,7 +25,7 @@ bench=(python "$here/bench_unet.py" --device "$device" --presets "$preset" --rep
 {
     date -u
     uptime
-    if [[ $device == cuda ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; fi
+    if [[ $device == cuda ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true; fi
     python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
     for window in "${windows[@]}"; do
         for precision in fp32 bf16; do
