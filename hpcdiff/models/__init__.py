@@ -20,12 +20,15 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     # unit tests: ~0.1M parameters, any H, W divisible by 2
     "tiny": UNetConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_ds=(2,),
                        head_channels=16, dropout=0.0),
-    # CPU demo at 64 x 64: ~1.7M parameters, attention at 8 x 8
+    # CPU demo at 64 x 64: ~1.7M parameters, attention at 8 x 8 (global there: the window covers it); on
+    # larger grids within windows of 16 x 16 tokens at 1/8, the extent a 128 x 128 training patch sees,
+    # which keeps the cost per pixel flat up to DANRA's 589 x 789 (docs/performance_unet.md)
     "small": UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1, attention_ds=(8,),
-                        head_channels=32, dropout=0.1),
-    # GPU: ~60M parameters, 5 levels (256 x 256 -> 16 x 16), attention at 32 x 32 and 16 x 16 for 256
+                        head_channels=32, dropout=0.1, attention_window=16),
+    # GPU: ~60M parameters, 5 levels (256 x 256 -> 16 x 16), attention at 1/8 and 1/16 within windows of
+    # 16 x 16 tokens (global up to 128 x 128 pixels at 1/8 and 256 x 256 at 1/16)
     "base": UNetConfig(model_channels=128, channel_mult=(1, 1, 2, 2, 3), num_res_blocks=2,
-                       attention_ds=(8, 16), head_channels=64, dropout=0.1),
+                       attention_ds=(8, 16), head_channels=64, dropout=0.1, attention_window=16),
 }
 
 

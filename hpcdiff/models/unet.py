@@ -22,7 +22,9 @@ DAYS_PER_YEAR = 365.25
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
     """Architecture of one size preset. ``attention_ds``: downsampling factors (1, 2, 4, ...) at which
-    blocks get self-attention; ``head_channels``: channels per attention head."""
+    blocks get self-attention; ``head_channels``: channels per attention head; ``attention_window``:
+    tokens per window side of windowed self-attention (:func:`window_segments`), ``None`` for global
+    attention. A window at least as large as a level's token grid is global attention there."""
 
     model_channels: int
     channel_mult: tuple[int, ...]
@@ -30,6 +32,7 @@ class UNetConfig:
     attention_ds: tuple[int, ...]
     head_channels: int
     dropout: float
+    attention_window: int | None = None
 
     @property
     def grid_multiple(self) -> int:
@@ -89,26 +92,64 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class AttentionBlock(nn.Module):
-    """Multi-head self-attention over the ``H · W`` positions, residual. ``[N, C, H, W]`` in and out."""
+def window_segments(size: int, window: int) -> list[tuple[int, int, int]]:
+    """How windowed attention splits one side of ``size`` tokens into ``ceil(size / window)`` windows as
+    equal as possible (``a`` or ``a + 1`` tokens, never more than ``window``; no padding tokens): the
+    larger windows first, as at most two runs ``(start, count, length)`` of ``count`` windows of
+    ``length`` tokens each, so every run is one reshape."""
+    assert window >= 1, f"attention window {window} must be at least 1 token"
+    n = -(-size // window)
+    a, r = divmod(size, n)
+    runs = [(0, r, a + 1), (r * (a + 1), n - r, a)]
+    return [run for run in runs if run[1]]
 
-    def __init__(self, channels: int, *, head_channels: int) -> None:
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the ``H · W`` positions, residual. ``[N, C, H, W]`` in and out.
+
+    With ``window`` the token grid is split into windows of at most ``window x window`` tokens
+    (:func:`window_segments` per axis) and each token attends within its window: cost linear in
+    ``H · W`` instead of quadratic. The windows fall into at most four rectangles of equal windows, each
+    one batched ``scaled_dot_product_attention`` call. A window covering the grid is global attention,
+    the same computation as ``window=None``."""
+
+    def __init__(self, channels: int, *, head_channels: int, window: int | None = None) -> None:
         super().__init__()
         assert channels % head_channels == 0, \
             f"{channels} channels do not split into heads of {head_channels}"
         self.heads = channels // head_channels
+        self.window = window
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero_module(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w)
-        # [N, heads, HW, d], contiguous: with the transposed views scaled_dot_product_attention takes its
-        # unfused fallback (on CPU 6x slower at the small U-Net's 1/8 level of 584 x 784, and more memory)
-        q, k, v = (s.transpose(-1, -2).contiguous() for s in qkv.unbind(1))
+        h, w = x.shape[-2:]
+        qkv = self.qkv(self.norm(x))
+        window = self.window
+        if window is None or (h <= window and w <= window):
+            out = self._attend(qkv, (1, h), (1, w))
+        else:
+            rows = [torch.cat([self._attend(qkv[..., r0:r0 + nr * lr, c0:c0 + nc * lc], (nr, lr), (nc, lc))
+                               for c0, nc, lc in window_segments(w, window)], dim=-1)
+                    for r0, nr, lr in window_segments(h, window)]
+            out = torch.cat(rows, dim=-2)
+        return x + self.proj(out)
+
+    def _attend(self, qkv: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+        """Attention within each of the ``rows[0] x cols[0]`` equal windows of ``rows[1] x cols[1]``
+        tokens that tile ``qkv [N, 3C, H, W]``: ``[N, C, H, W]``."""
+        (nr, lr), (nc, lc) = rows, cols
+        n, c = qkv.shape[0], qkv.shape[1] // 3
+        d = c // self.heads
+        # [3, N · windows, heads, tokens per window, d], contiguous: with transposed views
+        # scaled_dot_product_attention takes its unfused fallback (on CPU 6x slower at the small U-Net's
+        # 1/8 level of 584 x 784, and more memory)
+        qkv = qkv.reshape(n, 3, self.heads, d, nr, lr, nc, lc).permute(1, 0, 4, 6, 2, 5, 7, 3)
+        q, k, v = qkv.reshape(3, n * nr * nc, self.heads, lr * lc, d).contiguous().unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+        out = out.reshape(n, nr, nc, self.heads, lr, lc, d).permute(0, 3, 6, 1, 4, 2, 5)
+        return out.reshape(n, c, nr * lr, nc * lc)
 
 
 class Downsample(nn.Module):
@@ -167,24 +208,26 @@ class UNet(nn.Module):
 
     def __init__(self, *, target_channels: int, cond_channels: int, learn_sigma: bool, model_channels: int,
                  channel_mult: tuple[int, ...], num_res_blocks: int, attention_ds: tuple[int, ...],
-                 head_channels: int, dropout: float, doy_harmonics: int = 2) -> None:
+                 head_channels: int, dropout: float, attention_window: int | None = None,
+                 doy_harmonics: int = 2) -> None:
         super().__init__()
         self.target_channels, self.cond_channels = target_channels, cond_channels
         self.out_channels = target_channels * (2 if learn_sigma else 1)
         self.model_channels, self.levels = model_channels, len(channel_mult)
-        self.doy_harmonics = doy_harmonics
+        self.doy_harmonics, self.attention_window = doy_harmonics, attention_window
         emb_dim = 4 * model_channels
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(),
                                         nn.Linear(emb_dim, emb_dim))
         self.doy_embed = nn.Sequential(nn.Linear(2 * doy_harmonics, emb_dim), nn.SiLU(),
                                        nn.Linear(emb_dim, emb_dim))
         block = {"emb_dim": emb_dim, "dropout": dropout}
-        attn = {"attention_ds": attention_ds, "head_channels": head_channels}
+        attn = {"attention_ds": attention_ds,
+                "block": {"head_channels": head_channels, "window": attention_window}}
         skips = self._build_encoder(target_channels + cond_channels, channel_mult=channel_mult,
                                     num_res_blocks=num_res_blocks, block=block, attn=attn)
         ch = model_channels * channel_mult[-1]
         self.middle = EmbedSequential(ResBlock(ch, ch, **block),
-                                      AttentionBlock(ch, head_channels=head_channels),
+                                      AttentionBlock(ch, **attn["block"]),
                                       ResBlock(ch, ch, **block))
         ch = self._build_decoder(skips, channel_mult=channel_mult, num_res_blocks=num_res_blocks,
                                  block=block, attn=attn)
@@ -202,7 +245,7 @@ class UNet(nn.Module):
                 layers: list[nn.Module] = [ResBlock(ch, self.model_channels * mult, **block)]
                 ch = self.model_channels * mult
                 if ds in attn["attention_ds"]:
-                    layers.append(AttentionBlock(ch, head_channels=attn["head_channels"]))
+                    layers.append(AttentionBlock(ch, **attn["block"]))
                 self.down.append(EmbedSequential(*layers))
                 skips.append(ch)
             if level != len(channel_mult) - 1:
@@ -221,7 +264,7 @@ class UNet(nn.Module):
                 layers: list[nn.Module] = [ResBlock(ch + skips.pop(), self.model_channels * mult, **block)]
                 ch = self.model_channels * mult
                 if ds in attn["attention_ds"]:
-                    layers.append(AttentionBlock(ch, head_channels=attn["head_channels"]))
+                    layers.append(AttentionBlock(ch, **attn["block"]))
                 if level and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     ds //= 2

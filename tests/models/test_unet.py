@@ -167,17 +167,20 @@ def test_tiny_unet_overfits_one_conditioned_sample():
     assert history[-1]["vlb"] < 0.1 * history[0]["vlb"], (history[0], history[-1])
 
 
-def test_attention_takes_the_fused_kernel():
+@pytest.mark.parametrize("window", [None, 16, 5])
+def test_attention_takes_the_fused_kernel(window):
     """q, k and v reach scaled_dot_product_attention contiguous, so PyTorch runs its fused kernel, not the
     unfused `math` fallback it takes for transposed views (6x slower at the small U-Net's 1/8 level of
-    584 x 784 on CPU: docs/performance_sample.md). The kernel names are CPU's."""
+    584 x 784 on CPU: docs/performance_sample.md): globally, and for windows (5: uneven windows of 5 and 4
+    tokens over 18 x 14, four SDPA calls). The kernel names are CPU's."""
     from torch.profiler import ProfilerActivity, profile
 
     from hpcdiff.models.unet import AttentionBlock
 
-    block = AttentionBlock(64, head_channels=32).eval()
+    block = AttentionBlock(64, head_channels=32, window=window).eval()
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
-        block(torch.randn(1, 64, 16, 16))
-    kernels = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
-    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in kernels, kernels
-    assert not any("math" in k for k in kernels), kernels
+        block(torch.randn(1, 64, 18, 14))
+    counts = {e.key: e.count for e in prof.key_averages() if "scaled_dot_product" in e.key}
+    fused = counts.get("aten::_scaled_dot_product_flash_attention_for_cpu")
+    assert fused == (4 if window == 5 else 1), counts
+    assert not any("math" in k for k in counts), counts
