@@ -25,7 +25,7 @@ from hpcdiff.data.windows import POSITION_CHANNELS, check_patch
 from hpcdiff.diffusion.gaussian import GaussianDiffusion
 from hpcdiff.diffusion.schedules import make_betas, respaced_timesteps
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.models import build_backbone, preset_config
+from hpcdiff.models import architecture_of, build_backbone, preset_config
 from hpcdiff.models.denoiser import Denoiser
 
 SPEC_VERSION = 1
@@ -61,7 +61,10 @@ class ResidualSpec:
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """Everything that fixes a trained network's function. ``targets`` / ``conditions``: channel names
+    """Everything that fixes a trained network's function. ``architecture``: the backbone's size config
+    as resolved from its preset at training time, so a later change of a preset does not change a
+    trained run's network (``None`` in runs from before it was recorded:
+    :data:`hpcdiff.models.UNRECORDED_ARCHITECTURE`). ``targets`` / ``conditions``: channel names
     (conditions = dynamic, then static, then the position channels ``pos_y``, ``pos_x`` when
     ``positions``); ``image_shape``: the grid ``(H, W)``; ``patch``: the training window ``(h, w)``
     (``None``: whole fields); ``normalization``: the dataset's normalization fingerprint."""
@@ -78,6 +81,7 @@ class RunSpec:
     dropout: float | None = None
     patch: tuple[int, int] | None = None
     positions: bool = False
+    architecture: dict[str, Any] | None = None  # the preset's resolved size config (None: recorded none)
     kind: Literal["diffusion"] = "diffusion"
     version: int = SPEC_VERSION
 
@@ -85,7 +89,7 @@ class RunSpec:
     def from_job(cls, job: Any, manifest: Manifest) -> RunSpec:
         """The spec of training ``job`` (:class:`hpcdiff.train.job.TrainJob`) on the dataset ``manifest``."""
         d = job.diffusion
-        preset_config(job.model.backbone, job.model.preset)  # a one-line error for an unknown one
+        architecture = to_dict(preset_config(job.model.backbone, job.model.preset))  # or a one-line error
         residual = None
         if d.residual:
             fitted = residual_from_manifest(manifest)
@@ -96,7 +100,7 @@ class RunSpec:
             check_patch(patch, manifest.grid.shape, where=str(job.data.dataset))
         conditions = manifest.condition_names + (list(POSITION_CHANNELS) if positions else [])
         return cls(backbone=job.model.backbone, preset=job.model.preset, dropout=job.model.dropout,
-                   targets=manifest.target_names, conditions=conditions,
+                   targets=manifest.target_names, conditions=conditions, architecture=architecture,
                    image_shape=manifest.grid.shape, patch=patch, positions=positions,
                    diffusion=DiffusionSpec(schedule=d.schedule, num_steps=d.num_steps, var_type=d.var_type,
                                            loss=d.loss, vlb_weight=d.vlb_weight),
@@ -116,8 +120,10 @@ class RunSpec:
     def build_model(self, *, dropout: float | None = None) -> Denoiser:
         """The denoiser: the registry's backbone (``dropout`` overrides the spec's) in the wrapper that
         owns the residual and the ε / v parameterization."""
-        backbone = build_backbone(self.backbone, self.preset, target_channels=len(self.targets),
-                                  cond_channels=len(self.conditions), learn_sigma=self.diffusion.learn_sigma,
+        config = architecture_of(self.backbone, self.preset, recorded=self.architecture)
+        backbone = build_backbone(self.backbone, self.preset, config=config,
+                                  target_channels=len(self.targets), cond_channels=len(self.conditions),
+                                  learn_sigma=self.diffusion.learn_sigma,
                                   dropout=self.dropout if dropout is None else dropout)
         alpha_bar = self.build_diffusion().alpha_bar
         residual = None if self.residual is None else self.residual.residual()

@@ -83,3 +83,23 @@ def test_resume_refuses_another_run_or_another_normalization(tiny_dataset, tmp_p
     with pytest.raises(HpcdiffError, match=f"trained on /old/dataset .* dataset {tiny_dataset} has other "
                                            "normalization statistics"):
         checkpoint.check_compatible(state, spec=other, path=tmp_path, dataset=tiny_dataset)
+
+
+def test_a_spec_keeps_the_architecture_it_was_trained_with():
+    """The spec records the preset's resolved size config: a run trained with windowed attention keeps
+    it, and a run whose spec recorded none (trained before presets gained windows) gets global attention."""
+    from hpcdiff.config import to_dict
+    from hpcdiff.models import UNET_PRESETS
+    from hpcdiff.runspec import DiffusionSpec, RunSpec
+
+    base = dict(backbone="unet", preset="small", targets=["t2m"], conditions=["t2m", "lsm"],
+                image_shape=(24, 24), diffusion=DiffusionSpec(num_steps=10), prediction="eps",
+                normalization="x")
+    recorded = RunSpec(**base, architecture=to_dict(UNET_PRESETS["small"]))
+    unrecorded = RunSpec(**base)
+    assert UNET_PRESETS["small"].attention_window == 16
+    windowed = [m.window for m in recorded.build_model().modules() if hasattr(m, "window")]
+    legacy = [m.window for m in unrecorded.build_model().modules() if hasattr(m, "window")]
+    assert windowed and set(windowed) == {16} and set(legacy) == {None}
+    again = RunSpec.from_state(recorded.to_state(), where="test")
+    assert again == recorded

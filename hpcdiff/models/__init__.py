@@ -9,10 +9,12 @@ the parameterization around it (residual targets, ε / v) is the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from hpcdiff.config import from_dict
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.models.unet import UNet, UNetConfig
 
@@ -54,15 +56,30 @@ def preset_config(name: str, preset: str) -> Any:
     return backbone.presets[preset]
 
 
-def build_backbone(name: str, preset: str, *, target_channels: int, cond_channels: int, learn_sigma: bool,
-                   dropout: float | None = None) -> nn.Module:
-    """Backbone ``name`` of :data:`BACKBONES` in size ``preset``; ``dropout`` overrides the preset's."""
+# What a preset was before a run spec recorded its resolved architecture: presets since changed only in
+# these fields (``small`` and ``base`` gained windowed attention), so older checkpoints keep their network.
+UNRECORDED_ARCHITECTURE: dict[str, dict[str, Any]] = {"unet": {"attention_window": None}}
+
+
+def architecture_of(name: str, preset: str, *, recorded: Mapping[str, Any] | None) -> Any:
+    """The size config of a trained run: the one its spec recorded, or for a run that recorded none, the
+    preset as it was then (:data:`UNRECORDED_ARCHITECTURE`)."""
     config = preset_config(name, preset)
+    if recorded is None:
+        return dataclasses.replace(config, **UNRECORDED_ARCHITECTURE.get(name, {}))
+    return from_dict(type(config), dict(recorded), where=f"run spec architecture of {name}/{preset}")
+
+
+def build_backbone(name: str, preset: str, *, target_channels: int, cond_channels: int, learn_sigma: bool,
+                   dropout: float | None = None, config: Any = None) -> nn.Module:
+    """Backbone ``name`` of :data:`BACKBONES` in size ``preset`` (or the size ``config`` given, e.g. a run
+    spec's recorded one); ``dropout`` overrides its dropout."""
+    config = preset_config(name, preset) if config is None else config
     if dropout is not None:
         config = dataclasses.replace(config, dropout=dropout)
     return BACKBONES[name].cls(target_channels=target_channels, cond_channels=cond_channels,
                                learn_sigma=learn_sigma, **dataclasses.asdict(config))
 
 
-__all__ = ["BACKBONES", "UNET_PRESETS", "Backbone", "UNet", "UNetConfig", "build_backbone",
-           "preset_config"]
+__all__ = ["BACKBONES", "UNET_PRESETS", "UNRECORDED_ARCHITECTURE", "Backbone", "UNet", "UNetConfig",
+           "architecture_of", "build_backbone", "preset_config"]
