@@ -32,7 +32,10 @@ fields).
 Patch training (``patch=(h, w)``): each sample is a window of target, conditions and statics, placed by
 the sample's own seed (:func:`hpcdiff.data.windows.window_origins`, from the epoch and the global
 index), and read as one hyperslab per dataset: only the chunks the window touches are read (the recipe's
-``shards.chunk_hw`` makes those few).
+``shards.chunk_hw`` makes those few). Since every sample is its own read anyway, a batch is any
+``batch_size`` samples of the split (:func:`plan_samples`: the whole split shuffled, cut into batches
+and dealt to ranks by the same striding), not a run of one shard: every sample is used every epoch
+however few samples a shard of a large grid holds.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from hpcdiff.errors import HpcdiffError
 from hpcdiff.seeding import SHUFFLE, mix_seed
 from hpcdiff.timeaxis import day_of_year
 
-__all__ = ["ShardDataset", "check_shard_size", "day_of_year", "plan_epoch", "verify_shard"]
+__all__ = ["ShardDataset", "check_shard_size", "day_of_year", "plan_epoch", "plan_samples", "verify_shard"]
 
 # (path, sha256) of the shards this process has hashed: a shard is read for its checksum once per process,
 # however many datasets (a validation split is reopened at every validation) open it.
@@ -113,6 +116,24 @@ def plan_epoch(sizes: Sequence[int], *, batch_size: int, chunk: int, seed: int, 
         per_rank = math.ceil(len(runs_array) / world_size)
         runs_array = np.resize(runs_array, (per_rank * world_size, 3))  # wraps around
     return runs_array[:per_rank * world_size][rank::world_size]
+
+
+def plan_samples(total: int, *, batch_size: int, seed: int, epoch: int, rank: int, world_size: int,
+                 shuffle: bool = True, drop_last: bool = True) -> list[np.ndarray]:
+    """This rank's batches of one epoch as arrays of global sample indices, for samples read one by one
+    (patch training): the ``total`` samples of the split, shuffled by ``(seed, SHUFFLE, epoch)`` (the
+    same on every rank), cut into batches of ``batch_size`` and dealt to ranks by striding, as
+    :func:`plan_epoch` deals runs. Without ``drop_last`` the last batch may be short and the list is
+    padded by wrapping around."""
+    order = np.arange(total, dtype=np.int64)
+    if shuffle:
+        order = np.random.default_rng(mix_seed(seed, SHUFFLE, epoch)).permutation(total)
+    count = total // batch_size if drop_last else math.ceil(total / batch_size)
+    batches = [order[k * batch_size:(k + 1) * batch_size] for k in range(count)]
+    per_rank = len(batches) // world_size if drop_last else math.ceil(len(batches) / world_size)
+    if not drop_last and batches:
+        batches = [batches[k % len(batches)] for k in range(per_rank * world_size)]
+    return batches[:per_rank * world_size][rank::world_size]
 
 
 def read_statics(manifest: Manifest) -> dict[str, np.ndarray]:
@@ -174,6 +195,11 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.patch is not None:  # samples read one by one: any samples of the split make a batch
+            self._plan = plan_samples(sum(self.sizes), batch_size=self.batch_size, seed=self.seed,
+                                      epoch=epoch, rank=self.rank, world_size=self.world_size,
+                                      shuffle=self.shuffle, drop_last=self.drop_last)
+            return
         self._plan = plan_epoch(self.sizes, batch_size=self.batch_size, chunk=self.chunk,
                                 seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
                                 shuffle=self.shuffle, drop_last=self.drop_last)
@@ -204,38 +230,43 @@ class ShardDataset(torch.utils.data.Dataset):
         return self._files[shard]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self.patch is not None:
+            return self._windows(self._plan[i])
         shard, start, stop = (int(v) for v in self._plan[i])
         target_ds, cond_ds, days = self._shard(shard)
-        index = np.arange(start, stop, dtype=np.int64) + int(self.offsets[shard])
-        if self.patch is None:
-            origins = np.zeros((stop - start, 2), np.int64)
-        else:
-            origins = window_origins(index, seed=self.seed, epoch=self.epoch, grid=self.grid,
-                                     patch=self.patch)
-        target, cond = self._read(target_ds, cond_ds, start, origins)
+        target = np.empty((stop - start, target_ds.shape[1], *self.grid), np.float32)
+        read_rows(target_ds, target, start)
+        cond = np.empty((stop - start, cond_ds.shape[1] + self._static.shape[0], *self.grid), np.float32)
+        read_rows(cond_ds, cond, start)  # dynamic channels first, then the statics
+        cond[:, cond_ds.shape[1]:] = self._static
         days = days[start:stop]
         return {"target": torch.from_numpy(target), "cond": torch.from_numpy(cond),
                 "doy": torch.from_numpy(day_of_year(days)), "time": torch.from_numpy(days.copy()),
-                "index": torch.from_numpy(index), "window": torch.from_numpy(origins)}
+                "index": torch.arange(start, stop, dtype=torch.int64) + int(self.offsets[shard]),
+                "window": torch.zeros((stop - start, 2), dtype=torch.int64)}
 
-    def _read(self, target_ds: h5py.Dataset, cond_ds: h5py.Dataset, start: int,
-              origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``target [B, Ct, h, w]`` and ``cond [B, Cc + Cs, h, w]`` of samples ``start ..`` with windows at
-        ``origins [B, 2]``: one read per dataset for whole fields, one per sample and dataset for windows."""
-        n, dynamic = len(origins), cond_ds.shape[1]
-        hw = self.grid if self.patch is None else self.patch
-        target = np.empty((n, target_ds.shape[1], *hw), np.float32)
-        cond = np.empty((n, dynamic + self._static.shape[0], *hw), np.float32)
-        if self.patch is None:
-            read_rows(target_ds, target, start)
-            read_rows(cond_ds, cond, start)  # dynamic channels first, then the statics
-            cond[:, dynamic:] = self._static
-            return target, cond
-        for k, (r, c) in enumerate(origins.tolist()):
-            read_rows(target_ds, target[k:k + 1], start + k, origin=(r, c))
-            read_rows(cond_ds, cond[k:k + 1], start + k, origin=(r, c))
-            cond[k, dynamic:] = self._static[:, r:r + hw[0], c:c + hw[1]]
-        return target, cond
+    def _windows(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        """The batch of the samples with global indices ``index [B]``, each a window placed by its own seed
+        and read as one hyperslab per dataset."""
+        origins = window_origins(index, seed=self.seed, epoch=self.epoch, grid=self.grid, patch=self.patch)
+        shards = np.searchsorted(self.offsets, index, side="right") - 1
+        (h, w), n = self.patch, len(index)
+        target = cond = None
+        days = np.empty(n, np.int64)
+        for k, (shard, (r, c)) in enumerate(zip(shards.tolist(), origins.tolist(), strict=True)):
+            target_ds, cond_ds, shard_days = self._shard(shard)
+            row, dynamic = int(index[k] - self.offsets[shard]), cond_ds.shape[1]
+            if target is None:
+                target = np.empty((n, target_ds.shape[1], h, w), np.float32)
+                cond = np.empty((n, dynamic + self._static.shape[0], h, w), np.float32)
+            read_rows(target_ds, target[k:k + 1], row, origin=(r, c))
+            read_rows(cond_ds, cond[k:k + 1], row, origin=(r, c))
+            cond[k, dynamic:] = self._static[:, r:r + h, c:c + w]
+            days[k] = shard_days[row]
+        return {"target": torch.from_numpy(target), "cond": torch.from_numpy(cond),
+                "doy": torch.from_numpy(day_of_year(days)), "time": torch.from_numpy(days),
+                "index": torch.from_numpy(np.asarray(index, np.int64).copy()),
+                "window": torch.from_numpy(origins)}
 
     def close(self) -> None:
         for target_ds, _, _ in self._files.values():

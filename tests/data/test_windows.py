@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hpcdiff.cli import main
-from hpcdiff.data.loader import ShardDataset
+from hpcdiff.data.loader import ShardDataset, plan_samples
 from hpcdiff.data.shards import compress_shard, create_shard, read_rows
 from hpcdiff.data.windows import position_fields, window_origins
 from hpcdiff.errors import HpcdiffError
@@ -128,3 +128,41 @@ def test_a_window_reads_only_the_chunks_it_touches(tmp_path, compression):
 def test_a_patch_larger_than_the_grid_is_one_line(tiny_dataset):
     with pytest.raises(HpcdiffError, match=r"patch_size 40 x 16 is larger than the dataset's grid 32 x 32"):
         ShardDataset(tiny_dataset, "train", batch_size=2, patch=(40, 16))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_sample_plans_use_every_sample_and_deal_disjoint_equal_shares(world_size):
+    """Patch batches are any samples of the split: every sample once per epoch (up to the dropped
+    remainder), however few a shard holds; ranks get disjoint shares of equal length."""
+    plans = [plan_samples(50, batch_size=4, seed=1, epoch=2, rank=r, world_size=world_size)
+             for r in range(world_size)]
+    assert len({len(p) for p in plans}) == 1 and all(len(b) == 4 for p in plans for b in p)
+    flat = np.concatenate([b for p in plans for b in p])
+    assert len(flat) == len(set(flat.tolist())) == 4 * (50 // 4 // world_size) * world_size
+    one = plan_samples(50, batch_size=4, seed=1, epoch=2, rank=0, world_size=1)
+    # the batches of global step k are the same whether W ranks take one each or one rank takes W
+    assert [b.tolist() for b in one[:world_size]] == [p[0].tolist() for p in plans]
+    tail = plan_samples(10, batch_size=4, seed=1, epoch=0, rank=0, world_size=1, shuffle=False,
+                        drop_last=False)
+    assert [b.tolist() for b in tail] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_patch_batch_spans_shards_smaller_than_the_batch(tiny_dataset, tmp_path):
+    """Shards of 2 samples and batches of 4: patch training still trains on every sample."""
+    from trainrun import REPO
+
+    out = tmp_path / "ds"
+    sets = [f"root={tiny_dataset.parent / 'world'}", "shards.samples_per_shard=2", "shards.shard_mb=null",
+            "shards.batch_chunk=1"]
+    recipe = REPO / "preprocess" / "synthetic.yaml"
+    assert main(["preprocess", str(recipe), "--out", str(out), "--no-progress",
+                 *[a for s in sets for a in ("--set", s)]]) == 0
+    ds = ShardDataset(out, "train", batch_size=4, seed=0, patch=PATCH)
+    assert max(ds.sizes) == 2 and len(ds) == sum(ds.sizes) // 4
+    seen = by_index(ds)
+    assert len(seen) == 4 * len(ds)
+    whole = by_index(ShardDataset(tiny_dataset, "train", batch_size=4, shuffle=False, drop_last=False))
+    for index, item in seen.items():
+        r, c = item["window"].tolist()
+        assert torch.equal(item["target"], whole[index]["target"][:, r:r + PATCH[0], c:c + PATCH[1]])
+        assert item["time"] == whole[index]["time"]
