@@ -20,6 +20,7 @@ import submitit
 from hpcdiff import dist
 from hpcdiff.config import dump_config, from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.launch.preflight import preflight_train
 from hpcdiff.launch.sbatch import submitit_parameters
 from hpcdiff.launch.signals import StopFlag
 from hpcdiff.launch.slurm import SlurmSection, job_name
@@ -93,6 +94,7 @@ def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: st
     world = world_size_of(job.slurm, executor)
     plan = batch_arithmetic(job.train, world)  # fail here, before anything is queued
     deepspeed_config(job, plan, on_gpu=executor == "slurm")
+    preflight_train(job, world_size=world)  # says the memory estimate; refuses one over slurm.gpu_mem_gb
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(job, run_dir / "config.yaml")
