@@ -114,14 +114,22 @@ def traced_peak(fn: Callable[[], Any]) -> int:
 class MemoryEstimate:
     """Peak device memory of one rank: ``parts`` in bytes (weights, gradients, optimizer, buffers,
     activations) of a ``what`` (``training micro-batch`` / ``sampling batch``) of ``batch`` fields of
-    ``shape`` in ``precision``; ``detail`` says what else fixed it (ZeRO stage, ranks, sampler)."""
+    ``shape`` in ``precision``; ``field`` names the shape (``patch 256 x 256``, ``whole field 589 x 789``);
+    ``detail`` says what else fixed it (preset, ZeRO stage, ranks, sampler)."""
 
     what: str
     batch: int
     shape: tuple[int, int]
     precision: str
     parts: dict[str, int]
+    field: str = ""
     detail: str = ""
+
+    @property
+    def case(self) -> str:
+        """``training micro-batch 4 x patch 256 x 256 in bf16``."""
+        field = self.field or describe_field(None, self.shape)
+        return f"{self.what} {self.batch} x {field} in {self.precision}"
 
     @property
     def total_bytes(self) -> int:
@@ -133,11 +141,11 @@ class MemoryEstimate:
         return int(self.total_bytes * (1 + RESERVE_FRACTION)) + RESERVE_BYTES
 
     def describe(self) -> str:
-        """``training micro-batch 4 x 256 x 256 bf16 (ZeRO 0, 1 rank): 12.3 GiB = weights 0.1 + ...``."""
+        """``training micro-batch 4 x patch 256 x 256 in bf16 (...): 12.30 GiB = weights 0.11 + ...``."""
         parts = " + ".join(f"{name} {gib(size)}" for name, size in self.parts.items())
         detail = f" ({self.detail})" if self.detail else ""
-        return (f"{self.what} {self.batch} x {self.shape[0]} x {self.shape[1]} {self.precision}{detail}: "
-                f"{gib(self.total_bytes)} GiB = {parts}; with reserve {gib(self.needed_bytes())} GiB")
+        return (f"{self.case}{detail}: {gib(self.total_bytes)} GiB = {parts}; with reserve "
+                f"{gib(self.needed_bytes())} GiB")
 
 
 def gib(size: float) -> str:
@@ -229,7 +237,7 @@ def sampling_activation_bytes(spec: Any, *, batch: int, precision: str, sampler:
 
 def estimate_training(spec: Any, *, micro_batch: int, shape: tuple[int, int], precision: str,
                       zero_stage: int = 0, world_size: int = 1, zero_config: dict[str, Any] | None = None,
-                      sdf_weights: bool = True) -> MemoryEstimate:
+                      sdf_weights: bool = True, field: str = "") -> MemoryEstimate:
     """Peak memory of one rank training ``spec``'s network on micro-batches of ``micro_batch`` fields of
     ``shape`` (a patch or the whole grid)."""
     with torch.device("meta"):
@@ -239,7 +247,7 @@ def estimate_training(spec: Any, *, micro_batch: int, shape: tuple[int, int], pr
     parts["activations"] = training_activation_bytes(spec, batch=micro_batch, shape=shape,
                                                      precision=precision, sdf_weights=sdf_weights)
     ranks = f"{world_size} rank{'s' if world_size > 1 else ''}"
-    return MemoryEstimate("training micro-batch", micro_batch, tuple(shape), precision, parts,
+    return MemoryEstimate("training micro-batch", micro_batch, tuple(shape), precision, parts, field=field,
                           detail=f"{spec.preset}, {params / 1e6:.1f}M parameters, ZeRO {zero_stage}, {ranks}")
 
 
@@ -278,7 +286,8 @@ def training_job_estimate(job: Any, manifest: Any, *, world_size: int) -> Memory
     return estimate_training(spec, micro_batch=plan.micro_batch, shape=training_shape(job, manifest),
                              precision=job.train.precision, zero_stage=job.train.zero_stage,
                              world_size=world_size, zero_config=job.deepspeed.get("zero_optimization"),
-                             sdf_weights=job.diffusion.sdf_weights.enabled)
+                             sdf_weights=job.diffusion.sdf_weights.enabled,
+                             field=describe_field(job.data.patch, tuple(manifest.grid.shape)))
 
 
 def sampling_precision(precision: str) -> str:
@@ -291,10 +300,10 @@ def check_fits(estimate: MemoryEstimate, *, gpu_mem_gb: float | None, advice: st
     nothing to compare with)."""
     if gpu_mem_gb is None or estimate.needed_bytes() <= gpu_mem_gb * GIB:
         return
-    raise HpcdiffError(f"{estimate.what} {estimate.batch} x {estimate.shape[0]} x {estimate.shape[1]} "
-                       f"{estimate.precision} needs about {gib(estimate.needed_bytes())} GiB "
-                       f"({gib(estimate.total_bytes)} estimated + reserve), more than the "
-                       f"{gpu_mem_gb:g} GiB per GPU that slurm.gpu_mem_gb declares; {advice}")
+    raise HpcdiffError(f"{estimate.case} needs about {gib(estimate.needed_bytes())} GiB per GPU "
+                       f"({gib(estimate.total_bytes)} estimated + {RESERVE_FRACTION:.0%} + "
+                       f"{RESERVE_BYTES / GIB:g} GiB reserve), more than the {gpu_mem_gb:g} GiB that "
+                       f"slurm.gpu_mem_gb declares; {advice}")
 
 
 def out_of_memory_message(*, what: str, batch: int, field: str, estimate: MemoryEstimate | None,
