@@ -20,7 +20,6 @@ import submitit
 from hpcdiff import dist
 from hpcdiff.config import dump_config, from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.launch.preflight import preflight_train
 from hpcdiff.launch.sbatch import submitit_parameters
 from hpcdiff.launch.signals import StopFlag
 from hpcdiff.launch.slurm import SlurmSection, job_name
@@ -94,6 +93,8 @@ def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: st
     world = world_size_of(job.slurm, executor)
     plan = batch_arithmetic(job.train, world)  # fail here, before anything is queued
     deepspeed_config(job, plan, on_gpu=executor == "slurm")
+    from hpcdiff.launch.preflight import preflight_train  # imports torch: the estimate runs the network
+
     preflight_train(job, world_size=world)  # says the memory estimate; refuses one over slurm.gpu_mem_gb
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ def test_a_sampling_batch_over_the_declared_memory_is_refused_before_the_plan(ti
     assert submit(tiny_run, out, "sample.batch_size=64", "sample.precision=fp32", "slurm.gpu_mem_gb=1") != 0
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if x.startswith("hpcdiff submit: memory per GPU: "))
-    assert re.search(r"sampling batch 64 x whole field \d+ x \d+ in fp32 \(tiny, .*M parameters, dpmpp_3m\)", line)
+    assert re.search(r"sampling batch 64 x whole field \d+ x \d+ in fp32 \(tiny, .*, dpmpp_3m\)", line)
     refusal = err.strip().splitlines()[-1]
     assert refusal.startswith("hpcdiff: error: sampling batch 64 x whole field ")
     assert "more than the 1 GiB that slurm.gpu_mem_gb declares" in refusal
