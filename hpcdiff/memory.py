@@ -311,6 +311,8 @@ def out_of_memory_message(*, what: str, batch: int, field: str, estimate: Memory
     """One line for an out-of-memory error at run time: what ran out, at which batch and field size,
     against the estimate."""
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if "DefaultCPUAllocator" in first:  # drop the "[enforce fail at alloc_cpu.cpp:...]" prefix
+        first = first[first.index("DefaultCPUAllocator"):]
     first = first[:160] + ("..." if len(first) > 160 else "")
     known = (f"the estimate was {gib(estimate.total_bytes)} GiB ({gib(estimate.needed_bytes())} GiB with "
              f"reserve)" if estimate is not None else "no estimate")
