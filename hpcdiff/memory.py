@@ -199,7 +199,13 @@ def training_activation_bytes(spec: Any, *, batch: int, shape: tuple[int, int], 
                               sdf_weights: bool = True) -> int:
     """Traced peak of one micro-step's forward, loss and backward (parameters in ``precision``, as
     DeepSpeed holds them; the inputs, the per-pixel loss weight, noise and time steps included)."""
-    model = _meta_model(spec, DTYPES[precision]).train()
+    return _training_peak(_meta_model(spec, DTYPES[precision]), spec, batch=batch, shape=shape,
+                          sdf_weights=sdf_weights)
+
+
+def _training_peak(model: torch.nn.Module, spec: Any, *, batch: int, shape: tuple[int, int],
+                   sdf_weights: bool) -> int:
+    model.train()
     for p in model.parameters():  # gradients exist already (counted as static): backward adds into them
         p.grad = torch.zeros_like(p)
     diffusion = spec.build_diffusion()
@@ -220,7 +226,11 @@ def sampling_activation_bytes(spec: Any, *, batch: int, precision: str, sampler:
     """Traced peak of one network call without gradients on ``batch`` whole fields, plus the sampler's
     own ``[N, C, H, W]`` arrays (:data:`SAMPLER_ARRAYS`). bf16 / fp16 run the network in that dtype,
     which is what autocast does for convolutions and matrix products."""
-    model = _meta_model(spec, DTYPES[precision]).eval()
+    return _sampling_peak(_meta_model(spec, DTYPES[precision]), spec, batch=batch, sampler=sampler)
+
+
+def _sampling_peak(model: torch.nn.Module, spec: Any, *, batch: int, sampler: str) -> int:
+    model.eval()
     shape = tuple(spec.image_shape)
 
     def call() -> None:
@@ -240,12 +250,12 @@ def estimate_training(spec: Any, *, micro_batch: int, shape: tuple[int, int], pr
                       sdf_weights: bool = True, field: str = "") -> MemoryEstimate:
     """Peak memory of one rank training ``spec``'s network on micro-batches of ``micro_batch`` fields of
     ``shape`` (a patch or the whole grid)."""
-    with torch.device("meta"):
-        params = count_parameters(spec.build_model())
+    model = _meta_model(spec, DTYPES[precision])
+    params = count_parameters(model)
     parts = training_static_bytes(params, precision=precision, zero_stage=zero_stage, world_size=world_size,
                                   zero_config=zero_config)
-    parts["activations"] = training_activation_bytes(spec, batch=micro_batch, shape=shape,
-                                                     precision=precision, sdf_weights=sdf_weights)
+    parts["activations"] = _training_peak(model, spec, batch=micro_batch, shape=shape,
+                                          sdf_weights=sdf_weights)
     ranks = f"{world_size} rank{'s' if world_size > 1 else ''}"
     return MemoryEstimate("training micro-batch", micro_batch, tuple(shape), precision, parts, field=field,
                           detail=f"{spec.preset}, {params / 1e6:.1f}M parameters, ZeRO {zero_stage}, {ranks}")
@@ -254,9 +264,9 @@ def estimate_training(spec: Any, *, micro_batch: int, shape: tuple[int, int], pr
 def estimate_sampling(spec: Any, *, batch: int, precision: str, sampler: str) -> MemoryEstimate:
     """Peak memory of sampling ``batch`` whole fields with ``spec``'s network: fp32 weights (autocast
     casts them per call) and :func:`sampling_activation_bytes`."""
-    with torch.device("meta"):
-        params = count_parameters(spec.build_model())
-    activations = sampling_activation_bytes(spec, batch=batch, precision=precision, sampler=sampler)
+    model = _meta_model(spec, DTYPES[precision])
+    params = count_parameters(model)
+    activations = _sampling_peak(model, spec, batch=batch, sampler=sampler)
     parts = {"weights": 4 * params, "activations": activations}
     if precision != "fp32":
         parts["weights"] += DTYPES[precision].itemsize * params  # autocast's cast copies, during a call
