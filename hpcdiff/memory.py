@@ -21,6 +21,7 @@ fragmentation, the CUDA context) is the :data:`RESERVE_FRACTION` and :data:`RESE
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import weakref
 from collections.abc import Callable
@@ -98,10 +99,41 @@ class FusedAttention(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def traced_peak(fn: Callable[[], Any]) -> int:
-    """Peak bytes alive while ``fn`` runs, counting what it creates (run it on ``meta`` tensors)."""
+class MetaAutocast(TorchFunctionMode):
+    """CUDA autocast's casting policy for the operators the networks use, on ``meta`` tensors (where
+    ``torch.autocast`` does not apply): convolutions, linear layers and attention run in ``dtype``,
+    normalizations in float32, concatenation in the widest input type."""
+
+    LOW = frozenset({F.conv2d, F.linear, F.scaled_dot_product_attention, torch.matmul, torch.bmm, torch.mm})
+    FP32 = frozenset({F.group_norm, F.layer_norm, F.softmax, torch.exp, torch.log})
+    WIDEST = frozenset({torch.cat, torch.stack})
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in self.LOW or func in self.FP32:
+            dtype = self.dtype if func in self.LOW else torch.float32
+            args = tuple(a.to(dtype) if _is_float(a) else a for a in args)
+        elif func in self.WIDEST and args and isinstance(args[0], list | tuple):
+            tensors = [t for t in args[0] if _is_float(t)]
+            widest = max((t.dtype for t in tensors), key=lambda d: d.itemsize, default=None)
+            args = ([t.to(widest) if _is_float(t) else t for t in args[0]], *args[1:])
+        return func(*args, **kwargs)
+
+
+def _is_float(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
+def traced_peak(fn: Callable[[], Any], *, autocast: torch.dtype | None = None) -> int:
+    """Peak bytes alive while ``fn`` runs, counting what it creates (run it on ``meta`` tensors);
+    ``autocast``: run it under :class:`MetaAutocast` of that dtype."""
     tracker = LiveBytes()
-    with FusedAttention(), tracker:
+    cast = MetaAutocast(autocast) if autocast is not None else contextlib.nullcontext()
+    with FusedAttention(), cast, tracker:
         result = fn()
         del result
     return tracker.peak
@@ -224,12 +256,13 @@ def _training_peak(model: torch.nn.Module, spec: Any, *, batch: int, shape: tupl
 
 def sampling_activation_bytes(spec: Any, *, batch: int, precision: str, sampler: str) -> int:
     """Traced peak of one network call without gradients on ``batch`` whole fields, plus the sampler's
-    own ``[N, C, H, W]`` arrays (:data:`SAMPLER_ARRAYS`). bf16 / fp16 run the network in that dtype,
-    which is what autocast does for convolutions and matrix products."""
-    return _sampling_peak(_meta_model(spec, DTYPES[precision]), spec, batch=batch, sampler=sampler)
+    own ``[N, C, H, W]`` arrays (:data:`SAMPLER_ARRAYS`). The weights are float32; bf16 / fp16 run
+    under :class:`MetaAutocast`, as ``hpcdiff sample`` runs the network under ``torch.autocast``."""
+    return _sampling_peak(_meta_model(spec, torch.float32), spec, batch=batch, precision=precision,
+                          sampler=sampler)
 
 
-def _sampling_peak(model: torch.nn.Module, spec: Any, *, batch: int, sampler: str) -> int:
+def _sampling_peak(model: torch.nn.Module, spec: Any, *, batch: int, precision: str, sampler: str) -> int:
     model.eval()
     shape = tuple(spec.image_shape)
 
@@ -242,7 +275,8 @@ def _sampling_peak(model: torch.nn.Module, spec: Any, *, batch: int, sampler: st
     channels = len(spec.targets)
     arrays = SAMPLER_ARRAYS.get(sampler, max(SAMPLER_ARRAYS.values()))
     state = arrays * batch * channels * 4 * shape[0] * shape[1]
-    return traced_peak(call) + state
+    autocast = None if precision == "fp32" else DTYPES[precision]
+    return traced_peak(call, autocast=autocast) + state
 
 
 def estimate_training(spec: Any, *, micro_batch: int, shape: tuple[int, int], precision: str,
@@ -264,9 +298,9 @@ def estimate_training(spec: Any, *, micro_batch: int, shape: tuple[int, int], pr
 def estimate_sampling(spec: Any, *, batch: int, precision: str, sampler: str) -> MemoryEstimate:
     """Peak memory of sampling ``batch`` whole fields with ``spec``'s network: fp32 weights (autocast
     casts them per call) and :func:`sampling_activation_bytes`."""
-    model = _meta_model(spec, DTYPES[precision])
+    model = _meta_model(spec, torch.float32)
     params = count_parameters(model)
-    activations = _sampling_peak(model, spec, batch=batch, sampler=sampler)
+    activations = _sampling_peak(model, spec, batch=batch, precision=precision, sampler=sampler)
     parts = {"weights": 4 * params, "activations": activations}
     if precision != "fp32":
         parts["weights"] += DTYPES[precision].itemsize * params  # autocast's cast copies, during a call
