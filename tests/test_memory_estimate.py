@@ -54,6 +54,18 @@ def test_activations_grow_with_the_micro_batch_and_the_field():
     assert activations(1, (64, 64), "bf16") < 0.6 * one
 
 
+def test_sampling_under_autocast_keeps_normalizations_in_float32():
+    def sampling(precision: str) -> int:
+        return memory.sampling_activation_bytes(spec(shape=(128, 128)), batch=2, precision=precision,
+                                                sampler="dpmpp_2m")
+
+    fp32, bf16 = sampling("fp32"), sampling("bf16")
+    assert 0.5 * fp32 < bf16 < 0.9 * fp32  # convolutions' outputs halve, group norms' do not
+    assert sampling("fp16") == bf16
+    assert memory.sampling_activation_bytes(spec(shape=(128, 128)), batch=4, precision="bf16",
+                                            sampler="dpmpp_2m") > 1.8 * bf16
+
+
 def test_static_part_follows_deepspeeds_layout():
     p = 1_000_000
     assert memory.training_static_bytes(p, precision="fp32", zero_stage=0, world_size=1) == {
