@@ -8,7 +8,8 @@ The estimate has two kinds of part.
   that adds every new storage's bytes when an operator returns it and subtracts them when the storage
   is freed; the peak of that sum is the part. Attention is traced through the fused kernel the GPU runs
   (flash / memory-efficient attention: the output and one log-sum-exp per row are kept, not the
-  ``HW x HW`` score matrix that the ``meta`` device's reference path would materialise).
+  ``HW x HW`` score matrix that the ``meta`` device's reference path would materialise). Sampling in
+  bf16 / fp16 is traced with CUDA autocast's casting policy (:class:`MetaAutocast`).
 - **What does not** (weights, the optimizer's state, DeepSpeed's buffers): a count of parameters times
   bytes per parameter, as DeepSpeed 0.19 lays them out for the job's precision and ZeRO stage
   (:func:`training_static_bytes`).
@@ -65,8 +66,11 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
+        # an output on an input's storage (a view, an in-place result such as ``grad.add_``) is not new
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
         for value in tree_flatten(out)[0]:
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and value.untyped_storage()._cdata not in inputs:
                 self._track(value)
         self.peak = max(self.peak, self.live)
         return out

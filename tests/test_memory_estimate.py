@@ -32,7 +32,10 @@ def activations(batch: int, shape: tuple[int, int], precision: str = "fp32") -> 
 
 
 def test_live_bytes_counts_a_storage_once_and_forgets_it_when_freed():
+    grad = torch.zeros(2000)  # made before: an in-place update of it (gradient accumulation) is not new
     with memory.LiveBytes() as tracker:
+        grad.add_(torch.ones(2000))
+        assert tracker.live == 0 and tracker.peak == 8000  # only the temporary operand counted
         x = torch.empty(1000)  # 4000 bytes
         views = [x.view(10, 100), x[:10], x.add_(1)]
         assert tracker.live == 4000
