@@ -338,9 +338,12 @@ def training_job_estimate(job: Any, manifest: Any, *, world_size: int) -> Memory
                              field=describe_field(job.data.patch, tuple(manifest.grid.shape)))
 
 
-def sampling_precision(precision: str) -> str:
-    """The precision a sampling job runs in on a GPU (``auto``: bf16, as on every GPU since Ampere)."""
-    return "bf16" if precision == "auto" else precision
+def sampling_precision(precision: str, *, on_gpu: bool = True) -> str:
+    """The precision a sampling job runs in (``auto``: bf16 on a GPU, as on every GPU since Ampere;
+    fp32 on CPU, as :func:`hpcdiff.sample.run.autocast_dtype` decides)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if on_gpu else "fp32"
 
 
 def check_fits(estimate: MemoryEstimate, *, gpu_mem_gb: float | None, advice: str) -> None:
@@ -394,12 +397,12 @@ def training_out_of_memory(job: Any, manifest: Any, *, world_size: int, error: B
         + "; use a smaller train.micro_batch or data.patch_size")
 
 
-def sampling_out_of_memory(job: Any, spec: Any, *, error: BaseException) -> HpcdiffError:
-    """The one-line error for an out-of-memory ``error`` while sampling a batch of ``job`` with the run
-    whose spec is ``spec``."""
+def sampling_out_of_memory(job: Any, spec: Any, *, precision: str, error: BaseException) -> HpcdiffError:
+    """The one-line error for an out-of-memory ``error`` while sampling a batch of ``job`` in ``precision``
+    (``fp32`` / ``bf16`` / ``fp16``, what the sampler runs in) with the run whose spec is ``spec``."""
     s = job.sample
-    estimate = _estimate_or_none(lambda: estimate_sampling(
-        spec, batch=s.batch_size, precision=sampling_precision(s.precision), sampler=s.sampler))
+    estimate = _estimate_or_none(lambda: estimate_sampling(spec, batch=s.batch_size, precision=precision,
+                                                           sampler=s.sampler))
     return HpcdiffError(out_of_memory_message(
         what="sampling batch", batch=s.batch_size, field=describe_field(None, tuple(spec.image_shape)),
         estimate=estimate, error=error) + "; use a smaller sample.batch_size")

@@ -36,10 +36,11 @@ def preflight_train(job: Any, *, world_size: int) -> memory.MemoryEstimate | Non
 
 
 def preflight_sample(job: Any, spec: Any) -> memory.MemoryEstimate:
-    """The same for a sampling job of the run whose spec is ``spec`` (bf16 where ``auto``, as on a GPU)."""
+    """The same for a sampling job of the run whose spec is ``spec`` (``auto`` precision: bf16 where
+    the ``slurm:`` section asks for GPUs, else fp32)."""
     s = job.sample
-    estimate = memory.estimate_sampling(spec, batch=s.batch_size, sampler=s.sampler,
-                                        precision=memory.sampling_precision(s.precision))
+    precision = memory.sampling_precision(s.precision, on_gpu=job.slurm.gpus_per_node > 0)
+    estimate = memory.estimate_sampling(spec, batch=s.batch_size, sampler=s.sampler, precision=precision)
     _say(f"memory per GPU: {estimate.describe()}")
     memory.check_fits(estimate, gpu_mem_gb=job.slurm.gpu_mem_gb, advice=SAMPLE_ADVICE)
     return estimate

@@ -221,7 +221,7 @@ def sample_ensemble(job: SampleJob, run_dir: Path, out: Path, *, dates: Sequence
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not memory.is_out_of_memory(err):
             raise
-        raise memory.sampling_out_of_memory(job, run.spec, error=err) from err
+        raise memory.sampling_out_of_memory(job, run.spec, precision=sampler.precision, error=err) from err
     finally:
         sampler.close()
     return SampleSummary(out, written, skipped, len(written) * plan.members, startup,
