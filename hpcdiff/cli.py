@@ -321,6 +321,10 @@ def _submit(args: argparse.Namespace) -> int:
         return _submit_preprocess(args)
     job = load_config(TrainJob, args.job, overrides=args.overrides)
     if args.print_sbatch:
+        from hpcdiff.launch.preflight import preflight_train
+        from hpcdiff.launch.submit import world_size_of
+
+        preflight_train(job, world_size=world_size_of(job.slurm, "slurm"))
         print(render_train_sbatch(job.slurm), end="")
         return 0
     if args.out is None:

@@ -78,10 +78,14 @@ def submit_sample(job: SampleJob, run_dir: Path, out: Path, *, executor: str,
     """Write the plan, then submit one array task per chunk of the missing dates (``array.tasks``
     chunks, at most ``array.parallelism`` running); ``None`` when nothing is missing. ``task_type``: a
     :class:`SampleTask` that reports more (``hpcdiff profile sample``'s)."""
-    from hpcdiff.sample.ensemble import pending_dates, prepare
+    from hpcdiff.launch.preflight import preflight_sample
+    from hpcdiff.sample.ensemble import pending_dates, write_prepared
+    from hpcdiff.sample.run import open_run
 
     out = Path(out).resolve()
-    job, run, plan = prepare(job, run_dir, out)
+    job, run = open_run(job, run_dir)
+    preflight_sample(job, run.spec)  # before the plan is written: a refused job can change precision
+    plan = write_prepared(job, run, out)
     missing = pending_dates(out, plan, None)
     if not missing:
         return None

@@ -54,13 +54,16 @@ class SlurmSection:
 
     ``setup`` lines are shell commands run before the job step (``module load ...``), written into the
     script verbatim; every other value is a single SLURM token. ``extra`` holds further sbatch options,
-    e.g. ``{exclusive: user, mail-type: END}``."""
+    e.g. ``{exclusive: user, mail-type: END}``. ``gpu_mem_gb`` is no SLURM request: it is what one GPU of
+    the partition holds, which ``hpcdiff submit`` compares with the job's memory estimate."""
 
     nodes: int = 1
     gpus_per_node: int = 1
     tasks_per_node: int | None = None
     cpus_per_task: int = 8
     mem_gb: int | None = None
+    # Memory of one GPU of the partition (GiB): submit refuses a job whose estimated peak exceeds it.
+    gpu_mem_gb: float | None = None
     time_limit_min: int = 60
     partition: str | None = None
     account: str | None = None
@@ -77,6 +80,10 @@ class SlurmSection:
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
+        if self.gpu_mem_gb is not None and not (
+                isinstance(self.gpu_mem_gb, int | float) and not isinstance(self.gpu_mem_gb, bool)
+                and 0 < self.gpu_mem_gb < float("inf")):
+            raise ValueError(f"gpu_mem_gb must be a positive number of GiB, got {self.gpu_mem_gb!r}")
         for name in ("partition", "account", "qos", "constraint"):
             if getattr(self, name) is not None:
                 check_token(name, getattr(self, name))

@@ -93,6 +93,9 @@ def submit_train(job: TrainJob, run_dir: Path, *, executor: str, master_addr: st
     world = world_size_of(job.slurm, executor)
     plan = batch_arithmetic(job.train, world)  # fail here, before anything is queued
     deepspeed_config(job, plan, on_gpu=executor == "slurm")
+    from hpcdiff.launch.preflight import preflight_train  # imports torch: the estimate runs the network
+
+    preflight_train(job, world_size=world)  # says the memory estimate; refuses one over slurm.gpu_mem_gb
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(job, run_dir / "config.yaml")

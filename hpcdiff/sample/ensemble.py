@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpcdiff import memory
 from hpcdiff.config import dump_config
 from hpcdiff.data.manifest import read_manifest
 from hpcdiff.diffusion.samplers import sample
@@ -92,10 +93,15 @@ def make_plan(job: SampleJob, run: TrainedRun) -> SamplePlan:
 def prepare(job: SampleJob, run_dir: Path, out: Path) -> tuple[SampleJob, TrainedRun, SamplePlan]:
     """Load the run, write (or check) ``OUT/plan.json`` and the resolved config ``OUT/config.yaml``."""
     job, run = open_run(job, run_dir)
+    return job, run, write_prepared(job, run, out)
+
+
+def write_prepared(job: SampleJob, run: TrainedRun, out: Path) -> SamplePlan:
+    """The second half of :func:`prepare`, for a run opened already (:func:`open_run`)."""
     plan = make_plan(job, run)
     write_plan(out, plan)
     dump_config(job, Path(out) / "config.yaml")
-    return job, run, plan
+    return plan
 
 
 def pending_dates(out: Path, plan: SamplePlan, dates: Sequence[str] | None) -> list[str]:
@@ -219,6 +225,10 @@ def sample_ensemble(job: SampleJob, run_dir: Path, out: Path, *, dates: Sequence
         for date, members in sampler.generate(todo, batch_size=job.sample.batch_size, progress=progress):
             parts.write_part(out, date, members, attrs=attrs)
             written.append(date)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not memory.is_out_of_memory(err):
+            raise
+        raise memory.sampling_out_of_memory(job, run.spec, precision=sampler.precision, error=err) from err
     finally:
         sampler.close()
     return SampleSummary(out, written, skipped, len(written) * plan.members, startup,

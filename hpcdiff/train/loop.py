@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from hpcdiff import memory
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data.loader import ShardDataset
 from hpcdiff.diffusion.weights import sdf_weights
@@ -199,7 +200,14 @@ class Trainer:
             t0 = time.perf_counter()
             epoch, batch = next(stream)
             wait += time.perf_counter() - t0
-            for key, value in self._micro_step(epoch, batch, self.step * self.plan.accum_steps + j).items():
+            try:
+                metrics = self._micro_step(epoch, batch, self.step * self.plan.accum_steps + j)
+            except (torch.OutOfMemoryError, RuntimeError) as err:
+                if not memory.is_out_of_memory(err):
+                    raise
+                raise memory.training_out_of_memory(self.job, self.train_ds.manifest,
+                                                     world_size=self.env.world_size, error=err) from err
+            for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value / self.plan.accum_steps
         self.ema.update(self.engine.module)
         elapsed = time.perf_counter() - start
