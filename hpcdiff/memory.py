@@ -258,17 +258,21 @@ def _training_peak(model: torch.nn.Module, spec: Any, *, batch: int, shape: tupl
     return traced_peak(step)
 
 
-def sampling_activation_bytes(spec: Any, *, batch: int, precision: str, sampler: str) -> int:
-    """Traced peak of one network call without gradients on ``batch`` whole fields, plus the sampler's
-    own ``[N, C, H, W]`` arrays (:data:`SAMPLER_ARRAYS`). The weights are float32; bf16 / fp16 run
-    under :class:`MetaAutocast`, as ``hpcdiff sample`` runs the network under ``torch.autocast``."""
+def sampling_activation_bytes(spec: Any, *, batch: int, precision: str, sampler: str,
+                              tile: tuple[int, int] | None = None) -> int:
+    """Traced peak of one network call without gradients on ``batch`` whole fields (or on tiles of
+    ``tile``, :mod:`hpcdiff.sample.tiles`), plus the sampler's own ``[N, C, H, W]`` arrays
+    (:data:`SAMPLER_ARRAYS`; with tiles also the blended output). The weights are float32; bf16 / fp16
+    run under :class:`MetaAutocast`, as ``hpcdiff sample`` runs the network under ``torch.autocast``."""
     return _sampling_peak(_meta_model(spec, torch.float32), spec, batch=batch, precision=precision,
-                          sampler=sampler)
+                          sampler=sampler, tile=tile)
 
 
-def _sampling_peak(model: torch.nn.Module, spec: Any, *, batch: int, precision: str, sampler: str) -> int:
+def _sampling_peak(model: torch.nn.Module, spec: Any, *, batch: int, precision: str, sampler: str,
+                   tile: tuple[int, int] | None = None) -> int:
     model.eval()
-    shape = tuple(spec.image_shape)
+    grid = tuple(spec.image_shape)
+    shape = grid if tile is None else (min(tile[0], grid[0]), min(tile[1], grid[1]))
 
     def call() -> None:
         x, cond, doy = _meta_inputs(spec, batch, shape)
@@ -278,7 +282,8 @@ def _sampling_peak(model: torch.nn.Module, spec: Any, *, batch: int, precision: 
 
     channels = len(spec.targets)
     arrays = SAMPLER_ARRAYS.get(sampler, max(SAMPLER_ARRAYS.values()))
-    state = arrays * batch * channels * 4 * shape[0] * shape[1]
+    arrays += 0 if tile is None else 2  # the blended output (eps and variance channels) of the whole grid
+    state = arrays * batch * channels * 4 * grid[0] * grid[1]
     autocast = None if precision == "fp32" else DTYPES[precision]
     return traced_peak(call, autocast=autocast) + state
 
@@ -299,12 +304,13 @@ def estimate_training(spec: Any, *, micro_batch: int, shape: tuple[int, int], pr
                           detail=f"{spec.preset}, {params / 1e6:.1f}M parameters, ZeRO {zero_stage}, {ranks}")
 
 
-def estimate_sampling(spec: Any, *, batch: int, precision: str, sampler: str) -> MemoryEstimate:
+def estimate_sampling(spec: Any, *, batch: int, precision: str, sampler: str,
+                      tile: tuple[int, int] | None = None) -> MemoryEstimate:
     """Peak memory of sampling ``batch`` whole fields with ``spec``'s network: fp32 weights (autocast
     casts them per call) and :func:`sampling_activation_bytes`."""
     model = _meta_model(spec, torch.float32)
     params = count_parameters(model)
-    activations = _sampling_peak(model, spec, batch=batch, precision=precision, sampler=sampler)
+    activations = _sampling_peak(model, spec, batch=batch, precision=precision, sampler=sampler, tile=tile)
     parts = {"weights": 4 * params, "activations": activations}
     if precision != "fp32":
         parts["weights"] += DTYPES[precision].itemsize * params  # autocast's cast copies, during a call
@@ -402,7 +408,10 @@ def sampling_out_of_memory(job: Any, spec: Any, *, precision: str, error: BaseEx
     (``fp32`` / ``bf16`` / ``fp16``, what the sampler runs in) with the run whose spec is ``spec``."""
     s = job.sample
     estimate = _estimate_or_none(lambda: estimate_sampling(spec, batch=s.batch_size, precision=precision,
-                                                           sampler=s.sampler))
+                                                           sampler=s.sampler, tile=s.tiles))
+    field = describe_field(None, tuple(spec.image_shape))
+    if s.tiles:
+        field = f"tiles {s.tiles[0]} x {s.tiles[1]} of the {field}"
     return HpcdiffError(out_of_memory_message(
-        what="sampling batch", batch=s.batch_size, field=describe_field(None, tuple(spec.image_shape)),
+        what="sampling batch", batch=s.batch_size, field=field,
         estimate=estimate, error=error) + "; use a smaller sample.batch_size")

@@ -130,3 +130,15 @@ def test_a_real_cpu_allocation_failure_becomes_one_line_with_the_numbers(tiny_da
     assert message.startswith(f"out of memory in a training micro-batch of 2 (whole field {h} x {w}); "
                               "the estimate was ")
     assert "GiB" in message and "can't allocate memory" in message and "train.micro_batch" in message
+
+
+def test_tiled_sampling_needs_the_network_memory_of_a_tile():
+    """Sampling in tiles calls the network on tiles: its activations are those of a tile, the sampler's
+    arrays (and the blended output) those of the whole grid."""
+    whole = memory.sampling_activation_bytes(spec("small", (256, 256)), batch=2, precision="fp32",
+                                             sampler="dpmpp_3m")
+    tiled = memory.sampling_activation_bytes(spec("small", (256, 256)), batch=2, precision="fp32",
+                                             sampler="dpmpp_3m", tile=(64, 64))
+    tile_alone = memory.sampling_activation_bytes(spec("small", (64, 64)), batch=2, precision="fp32",
+                                                  sampler="dpmpp_3m")
+    assert tile_alone < tiled < whole / 4

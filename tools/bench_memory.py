@@ -38,11 +38,14 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", 
 
 
 def spec_for(preset: str, shape: tuple[int, int]) -> Any:
+    from hpcdiff.config import to_dict
+    from hpcdiff.models import preset_config
     from hpcdiff.runspec import DiffusionSpec, RunSpec
 
     return RunSpec(backbone="unet", preset=preset, targets=[f"y{i}" for i in range(TARGETS)],
                    conditions=[f"c{i}" for i in range(CONDITIONS)], image_shape=tuple(shape),
-                   diffusion=DiffusionSpec(), prediction="eps", normalization="bench")
+                   diffusion=DiffusionSpec(), prediction="eps", normalization="bench",
+                   architecture=to_dict(preset_config("unet", preset)))  # as a new run records it
 
 
 def _status_kib(key: str) -> int:

@@ -40,7 +40,8 @@ def preflight_sample(job: Any, spec: Any) -> memory.MemoryEstimate:
     the ``slurm:`` section asks for GPUs, else fp32)."""
     s = job.sample
     precision = memory.sampling_precision(s.precision, on_gpu=job.slurm.gpus_per_node > 0)
-    estimate = memory.estimate_sampling(spec, batch=s.batch_size, sampler=s.sampler, precision=precision)
+    estimate = memory.estimate_sampling(spec, batch=s.batch_size, sampler=s.sampler, precision=precision,
+                                        tile=s.tiles)
     _say(f"memory per GPU: {estimate.describe()}")
     memory.check_fits(estimate, gpu_mem_gb=job.slurm.gpu_mem_gb, advice=SAMPLE_ADVICE)
     return estimate
