@@ -30,6 +30,7 @@ from trainrun import REPO
 from hpcdiff.cli import main
 from hpcdiff.config import load_config, to_dict
 from hpcdiff.data.manifest import read_manifest
+from hpcdiff.models import preset_config
 from hpcdiff.runspec import RunSpec
 from hpcdiff.train import checkpoint
 from hpcdiff.train.job import TrainJob
@@ -91,7 +92,8 @@ def write_run(run: Path, dataset: Path, *overrides: str, ema_preset: str | None 
                                                       *overrides])
     manifest = read_manifest(dataset)
     spec = RunSpec.from_job(job, manifest)
-    weights = dataclasses.replace(spec, preset=ema_preset) if ema_preset else spec
+    weights = spec if not ema_preset else dataclasses.replace(
+        spec, preset=ema_preset, architecture=to_dict(preset_config("unet", ema_preset)))
     step = run / "checkpoints" / "step-00000001"
     step.mkdir(parents=True)
     torch.save({"step": 1, "ema": weights.build_model().state_dict(), "run_spec": spec.to_state(),
