@@ -31,8 +31,8 @@ train() {  # NAME EXTRA...
 }
 window() {
 train whole
-train patch --set data.patch_size=64
-train patch-nopos --set data.patch_size=64 --set data.position_channels=false
+train patch --set data.patch_size=64 --set data.position_channels=true
+train patch-nopos --set data.patch_size=64
 sample() {  # RUN NAME EXTRA...
     local run=$1 name=$2; shift 2
     /usr/bin/time -f "$name: sample wall %e s" "$hp" sample jobs/demo_sample.yaml --run "$out/$run" \
@@ -57,7 +57,7 @@ full() {
     --set "shards.chunk_hw=[64, 64]" --set shards.batch_chunk=1 --no-progress
 common=(--set data.dataset="$out/full" --set train.max_steps=200 --set train.global_batch=8 --set train.val_every=100
         --set train.ckpt_every=100 --set train.log_every=10 --set train.tensorboard=false --no-progress)
-train full-patch --set data.patch_size=64
+train full-patch --set data.patch_size=64 --set data.position_channels=true
 for mode in whole tiled; do
     extra=(); [ "$mode" = tiled ] && extra=(--set sample.tile=64 --set sample.tile_overlap=16)
     [ -f "$out/samples-full-$mode.nc" ] && continue

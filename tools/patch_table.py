@@ -15,8 +15,9 @@ VARIANTS = [("whole", "whole fields, whole grid"), ("patch-whole", "64 x 64 patc
 
 
 def main(out: Path) -> int:
-    print("| model, sampling | variable | CRPS | CRPS / oracle | bias | psd-high | seams rows / columns |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model, sampling | variable | CRPS | CRPS / oracle | bilinear | bias | psd-high | "
+          "seams rows / columns |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, label in VARIANTS:
         metrics_path = out / f"report-{name}" / "metrics.json"
         if not metrics_path.is_file():
@@ -29,6 +30,7 @@ def main(out: Path) -> int:
             psd = model.get("psd_high_ratio", float("nan"))
             seam = seams.get(var, {})
             print(f"| {label} | {var} | {model['crps']:.4f} | {model['crps'] / oracle['crps']:.3f} | "
+                  f"{m['bilinear']['crps']:.4f} | "
                   f"{model['bias']:+.4f} | {psd:.2f} | {seam.get('rows', float('nan')):.3f} / "
                   f"{seam.get('columns', float('nan')):.3f} |")
     full = out / "seams-full.json"

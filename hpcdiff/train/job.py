@@ -24,8 +24,9 @@ class DataSection:
     # placed by its own seed (hpcdiff.data.windows), so ranks, accumulation and resume stay exact.
     patch_size: int | tuple[int, int] | None = None
     # Two static channels with the grid position (rows and columns scaled to [-1, 1] over the whole
-    # grid), cropped with each window: the network knows where a window lies. null: on with patches.
-    position_channels: bool | None = None
+    # grid), cropped with each window, so the network knows where a window lies beyond what the statics
+    # tell. Off by default: on the danra world they gave no gain (docs/performance_patches.md).
+    position_channels: bool = False
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -46,7 +47,7 @@ class DataSection:
     @property
     def positions(self) -> bool:
         """Whether the conditions carry the two position channels."""
-        return self.patch is not None if self.position_channels is None else self.position_channels
+        return self.position_channels
 
 
 @dataclasses.dataclass(frozen=True)

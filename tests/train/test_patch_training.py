@@ -20,7 +20,7 @@ from hpcdiff.train.metrics_log import read_csv
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
 
-PATCHED = ("train.micro_batch=2", "data.patch_size=[16, 12]")
+PATCHED = ("train.micro_batch=2", "data.patch_size=[16, 12]", "data.position_channels=true")
 
 
 def losses(run: Path) -> list[tuple[int, float]]:
