@@ -29,10 +29,9 @@ def main(out: Path) -> int:
             model, oracle = m["model"], m["oracle"]
             psd = model.get("psd_high_ratio", float("nan"))
             seam = seams.get(var, {})
+            seam_text = f"{seam['rows']:.3f} / {seam['columns']:.3f}" if seam else "–"
             print(f"| {label} | {var} | {model['crps']:.4f} | {model['crps'] / oracle['crps']:.3f} | "
-                  f"{m['bilinear']['crps']:.4f} | "
-                  f"{model['bias']:+.4f} | {psd:.2f} | {seam.get('rows', float('nan')):.3f} / "
-                  f"{seam.get('columns', float('nan')):.3f} |")
+                  f"{m['bilinear']['crps']:.4f} | {model['bias']:+.4f} | {psd:.2f} | {seam_text} |")
     full = out / "seams-full.json"
     if full.is_file():
         data = json.loads(full.read_text())

@@ -20,6 +20,10 @@ def _say(line: str) -> None:
     print(f"hpcdiff submit: {line}", file=sys.stderr, flush=True)
 
 
+def _device(job: Any) -> str:
+    return "GPU" if job.slurm.gpus_per_node > 0 else "rank (no GPU asked for)"
+
+
 def preflight_train(job: Any, *, world_size: int) -> memory.MemoryEstimate | None:
     """Estimate a training job's peak memory per rank, say it, and refuse it when it does not fit
     ``job.slurm.gpu_mem_gb``. Without a readable dataset manifest there is no grid: it says so and
@@ -30,7 +34,7 @@ def preflight_train(job: Any, *, world_size: int) -> memory.MemoryEstimate | Non
         _say(f"no memory estimate: {err}")
         return None
     estimate = memory.training_job_estimate(job, manifest, world_size=world_size)
-    _say(f"memory per GPU: {estimate.describe()}")
+    _say(f"memory per {_device(job)}: {estimate.describe()}")
     memory.check_fits(estimate, gpu_mem_gb=job.slurm.gpu_mem_gb, advice=TRAIN_ADVICE)
     return estimate
 
@@ -42,6 +46,6 @@ def preflight_sample(job: Any, spec: Any) -> memory.MemoryEstimate:
     precision = memory.sampling_precision(s.precision, on_gpu=job.slurm.gpus_per_node > 0)
     estimate = memory.estimate_sampling(spec, batch=s.batch_size, sampler=s.sampler, precision=precision,
                                         tile=s.tiles)
-    _say(f"memory per GPU: {estimate.describe()}")
+    _say(f"memory per {_device(job)}: {estimate.describe()}")
     memory.check_fits(estimate, gpu_mem_gb=job.slurm.gpu_mem_gb, advice=SAMPLE_ADVICE)
     return estimate

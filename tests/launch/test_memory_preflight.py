@@ -30,7 +30,7 @@ def test_a_job_over_the_declared_gpu_memory_is_refused_before_anything_is_writte
     out = tmp_path / "run"
     assert main(args(tiny_dataset, out, "slurm.gpu_mem_gb=1", "train.global_batch=8")) != 0
     err = capsys.readouterr().err
-    line = next(x for x in err.splitlines() if x.startswith("hpcdiff submit: memory per GPU: "))
+    line = next(x for x in err.splitlines() if x.startswith("hpcdiff submit: memory per rank (no GPU"))
     # the debug executor is one rank: the whole global batch is one micro-batch
     assert "training micro-batch 8 x whole field" in line and "in fp32" in line and "1 rank)" in line
     needed = float(re.search(r"with reserve ([0-9.]+) GiB", line).group(1))
@@ -50,7 +50,7 @@ def test_the_estimate_follows_the_micro_batch_and_a_fitting_job_is_only_describe
                      *[a for s in sets for a in ("--set", s)]]) == 0
         captured = capsys.readouterr()
         assert captured.out.startswith("#!/bin/bash")
-        line = next(x for x in captured.err.splitlines() if "memory per GPU" in x)
+        line = next(x for x in captured.err.splitlines() if "memory per rank" in x)
         return float(re.search(r": ([0-9.]+) GiB = ", line).group(1))
 
     # the demo job's slurm section has 2 ranks: micro-batch 64 / 2 = 32, or 1 with accumulation

@@ -26,7 +26,7 @@ def test_a_sampling_batch_over_the_declared_memory_is_refused_before_the_plan(ti
     # the demo job samples with dpmpp_3m
     assert submit(tiny_run, out, "sample.batch_size=64", "sample.precision=fp32", "slurm.gpu_mem_gb=1") != 0
     err = capsys.readouterr().err
-    line = next(x for x in err.splitlines() if x.startswith("hpcdiff submit: memory per GPU: "))
+    line = next(x for x in err.splitlines() if x.startswith("hpcdiff submit: memory per rank (no GPU"))
     assert re.search(r"sampling batch 64 x whole field \d+ x \d+ in fp32 \(tiny, .*, dpmpp_3m\)", line)
     refusal = err.strip().splitlines()[-1]
     assert refusal.startswith("hpcdiff: error: sampling batch 64 x whole field ")
@@ -39,7 +39,7 @@ def test_a_sampling_batch_that_fits_is_described_and_sampled(tiny_run, tmp_path,
     out = tmp_path / "samples"
     assert submit(tiny_run, out, "slurm.gpu_mem_gb=80") == 0
     err = capsys.readouterr().err
-    assert "hpcdiff submit: memory per GPU: sampling batch 4 x whole field " in err
+    assert "hpcdiff submit: memory per rank (no GPU asked for): sampling batch 4 x whole field " in err
     assert (out / "plan.json").is_file()
 
 
