@@ -247,6 +247,18 @@ def _type_name(tp: Any) -> str:
     )
 
 
+def sides(value: int | Sequence[int] | None, *, name: str, minimum: int = 8) -> tuple[int, int] | None:
+    """A config's window size, ``N`` (square) or ``[h, w]``, as ``(h, w)`` (``None`` stays ``None``);
+    ``ValueError`` naming ``name`` when it is not two sides of at least ``minimum``."""
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or min(pair) < minimum:
+        raise ValueError(f"{name} must be an integer or [h, w] of at least {minimum}, or null; got "
+                         f"{list(value) if not isinstance(value, int) else value}")
+    return pair
+
+
 def to_dict(cfg: Any) -> Any:
     """Plain YAML-able view of a config tree (dataclasses → dicts, tuples → lists, paths → str)."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

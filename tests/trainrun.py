@@ -50,3 +50,23 @@ def torchrun(n: int) -> tuple[str, ...]:
     exe = Path(sys.executable).with_name("torchrun")
     return (str(exe), "--nproc_per_node", str(n), "--master_port", str(free_port()), "--no-python",
             sys.executable)
+
+
+def kill_after_first_checkpoint(dataset: Path, out: Path, *overrides: str, timeout_s: float = 200) -> int:
+    """Start a training run, SIGKILL it as soon as its first checkpoint exists, and return the step of
+    that checkpoint (the run must not have finished: the caller asserts it)."""
+    import signal
+    import time
+
+    from hpcdiff.train.checkpoint import latest, load_state
+
+    proc = subprocess.Popen(train_cmd(dataset, out, *overrides), env=child_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout_s
+    while latest(out / "checkpoints") is None:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, f"no checkpoint within {timeout_s:.0f} s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    return int(load_state(latest(out / "checkpoints"))["step"])

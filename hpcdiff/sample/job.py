@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from hpcdiff.config import sides
 from hpcdiff.launch.slurm import SlurmSection
 
 
@@ -59,15 +60,12 @@ class SamplerSection:
             raise ValueError("members and batch_size must be positive")
         if self.tile_overlap is not None and self.tile_overlap < 0:
             raise ValueError(f"tile_overlap must be 0 or more, got {self.tile_overlap}")
-        if self.tiles is not None and (len(self.tiles) != 2 or min(self.tiles) < 8):
-            raise ValueError(f"tile must be an integer or [h, w] of at least 8, or null; got {self.tile}")
+        sides(self.tile, name="tile")
 
     @property
     def tiles(self) -> tuple[int, int] | None:
         """The tile ``(h, w)``, or ``None`` for the whole grid in one call."""
-        if self.tile is None:
-            return None
-        return (self.tile,) * 2 if isinstance(self.tile, int) else tuple(self.tile)
+        return sides(self.tile, name="tile")
 
     @property
     def overlap(self) -> int:

@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
+from hpcdiff.config import sides
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.slurm import SlurmSection
 
@@ -31,18 +32,12 @@ class DataSection:
     def __post_init__(self) -> None:
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
-        if self.patch_size is not None:
-            sides = (self.patch_size,) * 2 if isinstance(self.patch_size, int) else tuple(self.patch_size)
-            if len(sides) != 2 or min(sides) < 8:
-                raise ValueError(f"patch_size must be an integer or [h, w] of at least 8, got "
-                                 f"{self.patch_size}")
+        sides(self.patch_size, name="patch_size")
 
     @property
     def patch(self) -> tuple[int, int] | None:
         """The window ``(h, w)``, or ``None`` for whole fields."""
-        if self.patch_size is None:
-            return None
-        return (self.patch_size,) * 2 if isinstance(self.patch_size, int) else tuple(self.patch_size)
+        return sides(self.patch_size, name="patch_size")
 
     @property
     def positions(self) -> bool:

@@ -5,15 +5,12 @@ records the window and the position channels."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from trainrun import child_env, run_train, torchrun, train_cmd
+from trainrun import kill_after_first_checkpoint, run_train, torchrun
 
 from hpcdiff.train.checkpoint import latest, load_state
 from hpcdiff.train.metrics_log import read_csv
@@ -62,16 +59,8 @@ def test_two_ranks_with_patches_match_one_rank(tiny_dataset, one_rank, tmp_path)
 
 def test_resume_with_patches_repeats_the_uninterrupted_history(tiny_dataset, one_rank, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(tiny_dataset, out, *PATCHED), env=child_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 200
-    while latest(out / "checkpoints") is None:
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 200 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-    assert load_state(latest(out / "checkpoints"))["step"] < 6, "the run finished before it could be killed"
+    killed_at = kill_after_first_checkpoint(tiny_dataset, out, *PATCHED)
+    assert killed_at < 6, "the run finished before it could be killed"
     run_train(tiny_dataset, out, *PATCHED)
     assert losses(out) == losses(one_rank)
     wa, wb = final_weights(one_rank), final_weights(out)

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from trainrun import TINY, TRAIN_JOB, child_env, free_port, run_train, torchrun, train_cmd
+from trainrun import (
+    TINY,
+    TRAIN_JOB,
+    child_env,
+    free_port,
+    kill_after_first_checkpoint,
+    run_train,
+    torchrun,
+    train_cmd,
+)
 
 from hpcdiff.cli import main
 from hpcdiff.provenance import provenance
@@ -122,18 +129,8 @@ def test_bf16_trains(tiny_dataset, tmp_path):
 def test_resume_after_sigkill_repeats_the_uninterrupted_history(tiny_dataset, one_rank, tmp_path):
     """Kill -9 right after the first checkpoint, resume with --resume auto: identical loss history."""
     out = tmp_path / "killed"
-    cmd = train_cmd(tiny_dataset, out, "train.micro_batch=2")
-    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.monotonic() + 200
-    while latest(out / "checkpoints") is None:
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 200 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-    killed_at = load_state(latest(out / "checkpoints"))["step"]
-    assert killed_at < 6, "the run finished before it could be killed"
+    assert kill_after_first_checkpoint(tiny_dataset, out, "train.micro_batch=2") < 6, \
+        "the run finished before it could be killed"
     run_train(tiny_dataset, out, "train.micro_batch=2")
     assert losses(out) == losses(one_rank)  # bit for bit, logged with full precision
     wa, wb = final_weights(one_rank), final_weights(out)
