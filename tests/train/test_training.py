@@ -144,7 +144,7 @@ def test_resume_refuses_another_architecture(tiny_dataset, one_rank, tmp_path, c
                  "--set", "train.max_steps=8", "--set", "train.global_batch=4", "--no-progress"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "the checkpoint's run differs from the job's (preset: 'tiny' vs 'small')" in err
+    assert "the checkpoint's run differs from the job's (preset: 'tiny' vs 'small'; architecture: " in err
 
 
 @pytest.mark.parametrize(("override", "message"), [
