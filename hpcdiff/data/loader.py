@@ -146,10 +146,14 @@ def read_statics(manifest: Manifest) -> dict[str, np.ndarray]:
         raise HpcdiffError(f"{path}: cannot read the static fields ({err})") from None
 
 
-def normalized_statics(fields: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
-    """The normalized static channels ``[Cs, H, W]`` float32 in the manifest's order, as appended to
-    every ``cond``."""
-    return np.stack([forward(fields[c.name], c.stats).astype(np.float32) for c in manifest.static_channels])
+def normalized_statics(fields: dict[str, np.ndarray], manifest: Manifest, *,
+                       positions: bool = False) -> np.ndarray:
+    """The normalized static channels ``[Cs, H, W]`` float32 in the manifest's order, then the two
+    position channels when ``positions``, as appended to every ``cond``."""
+    static = [forward(fields[c.name], c.stats).astype(np.float32) for c in manifest.static_channels]
+    if positions:
+        static += list(position_fields(tuple(manifest.grid.shape)))
+    return np.stack(static)
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -187,9 +191,7 @@ class ShardDataset(torch.utils.data.Dataset):
     def _load_static(self) -> None:
         """Normalized static channels ``[Cs, H, W]``, the land mask and the coast distance."""
         fields = read_statics(self.manifest)
-        self._static = normalized_statics(fields, self.manifest)
-        if self.positions:
-            self._static = np.concatenate([self._static, position_fields(self.grid)])
+        self._static = normalized_statics(fields, self.manifest, positions=self.positions)
         self.mask = torch.from_numpy(fields["lsm"].astype(np.float32))[None, None]
         self.sdf_km = fields["sdf"].astype(np.float64)  # [H, W], km, positive on land
 
@@ -250,15 +252,13 @@ class ShardDataset(torch.utils.data.Dataset):
         and read as one hyperslab per dataset."""
         origins = window_origins(index, seed=self.seed, epoch=self.epoch, grid=self.grid, patch=self.patch)
         shards = np.searchsorted(self.offsets, index, side="right") - 1
-        (h, w), n = self.patch, len(index)
-        target = cond = None
+        (h, w), n, dynamic = self.patch, len(index), len(self.manifest.conditions)
+        target = np.empty((n, len(self.manifest.targets), h, w), np.float32)
+        cond = np.empty((n, dynamic + self._static.shape[0], h, w), np.float32)
         days = np.empty(n, np.int64)
         for k, (shard, (r, c)) in enumerate(zip(shards.tolist(), origins.tolist(), strict=True)):
             target_ds, cond_ds, shard_days = self._shard(shard)
-            row, dynamic = int(index[k] - self.offsets[shard]), cond_ds.shape[1]
-            if target is None:
-                target = np.empty((n, target_ds.shape[1], h, w), np.float32)
-                cond = np.empty((n, dynamic + self._static.shape[0], h, w), np.float32)
+            row = int(index[k] - self.offsets[shard])
             read_rows(target_ds, target[k:k + 1], row, origin=(r, c))
             read_rows(cond_ds, cond[k:k + 1], row, origin=(r, c))
             cond[k, dynamic:] = self._static[:, r:r + h, c:c + w]

@@ -16,7 +16,6 @@ import numpy as np
 from hpcdiff.data.loader import normalized_statics, read_statics
 from hpcdiff.data.manifest import Manifest, read_manifest
 from hpcdiff.data.shards import open_shard, read_rows
-from hpcdiff.data.windows import position_fields
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import calendar_day_of_year, day_numbers, iso_dates
 
@@ -42,9 +41,7 @@ class ConditionReader:
         self.root = Path(dataset)
         self.manifest = read_manifest(self.root)
         self.index = date_index(self.manifest)
-        self.static = normalized_statics(read_statics(self.manifest), self.manifest)
-        if positions:
-            self.static = np.concatenate([self.static, position_fields(tuple(self.manifest.grid.shape))])
+        self.static = normalized_statics(read_statics(self.manifest), self.manifest, positions=positions)
         self.dynamic = len(self.manifest.conditions)
         self._files: dict[Path, h5py.File] = {}
 
