@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", parents=[quiet], help="write the synthetic ERA5-like + DANRA-like world")
     p.add_argument("out", type=Path,
                    help="output folder: new, empty, or an earlier synthetic world (which is replaced)")
-    p.add_argument("--preset", default="tiny", help="tiny | demo | bench | danra (default: tiny)")
+    p.add_argument("--preset", default="tiny", help="tiny | demo | bench | danra | context (default: tiny)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--days-per-year", type=int, default=None, metavar="N",
                    help="days written per year instead of the preset's (danra: 2), e.g. for training tests")

@@ -26,6 +26,9 @@ Public API (what the rest of hpcdiff uses):
   files by the preprocessing's reader (states: mean of the steps 00..23 UTC; tp, e: daily sum, kg m-2).
 - :func:`conditional_params` / :func:`conditional_mean` ``(world, dates)``: the law's parameters and
   the exact conditional mean ``[T, H, W]`` (physical units).
+- :func:`driver_field` ``(world, dates)``: the large-scale driver ``D`` ``[T, H, W]`` that only context
+  (the ERA5 box upstream, the previous day) carries, whatever the law's strength (the law adds it only
+  with a strength).
 - :func:`truth` ``(world, dates)``: what the target files hold, ``[T, H, W]`` float64.
 - :func:`oracle_ensemble` ``(world, dates, *, members, seed)``: draws from the exact law,
   ``(time, member, y, x)``, independent of batching.
@@ -34,12 +37,13 @@ Public API (what the rest of hpcdiff uses):
 
 from hpcdiff.data.synth.era5 import coarse_daily
 from hpcdiff.data.synth.geometry import World, is_world, load_world
-from hpcdiff.data.synth.law import PRESETS, Law, get_preset
+from hpcdiff.data.synth.law import PRESETS, Driver, Law, get_preset
 from hpcdiff.data.synth.meta import ERA5_VARS, TARGET_VARS
 from hpcdiff.data.synth.truth import (
     bilinear_baseline,
     conditional_mean,
     conditional_params,
+    driver_field,
     oracle_ensemble,
     truth,
 )
@@ -49,12 +53,14 @@ __all__ = [
     "ERA5_VARS",
     "PRESETS",
     "TARGET_VARS",
+    "Driver",
     "Law",
     "World",
     "bilinear_baseline",
     "coarse_daily",
     "conditional_mean",
     "conditional_params",
+    "driver_field",
     "get_preset",
     "is_world",
     "load_world",

@@ -124,9 +124,9 @@ def era5_variables() -> list[Era5Variable]:
 
 def check_dates(world: World, dates: np.ndarray) -> None:
     """A one-line error naming the first of ``dates`` ``[n]`` datetime64[D] the world does not hold."""
-    for date, year in zip(dates, year_of(dates).tolist(), strict=True):
-        if year not in world.dates or not np.isin(date, world.dates[year]):
-            raise HpcdiffError(f"{world.root}: date {date} is not in the synthetic world")
+    held = world.holds(dates)
+    if not held.all():
+        raise HpcdiffError(f"{world.root}: date {dates[~held][0]} is not in the synthetic world")
 
 
 def coarse_daily(world: World, dates: Sequence | np.ndarray) -> dict[str, np.ndarray]:

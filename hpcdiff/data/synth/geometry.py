@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from hpcdiff.data.synth.fields import gaussian_field, padded_shape
 from hpcdiff.data.synth.law import Law, OrographySpec, Preset, law_from_dict
 from hpcdiff.data.synth.meta import ERA5_STEP_DEG, FORMAT_VERSION, TAG_OROGRAPHY
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.timeaxis import year_of
 
 WORLD_JSON = "world.json"
 
@@ -68,6 +70,18 @@ class World:
         """Bilinear weights ERA5 grid → target grid (the same plan preprocessing builds)."""
         return plan_bilinear(self.era5_lat, self.era5_lon, self.lat, self.lon, where=str(self.root / "era5"))
 
+    @functools.cached_property
+    def upstream_plan(self) -> BilinearPlan:
+        """Bilinear weights ERA5 grid → the target points moved upstream, (lat, lon - driver.shift_deg)."""
+        shift = self.law.driver.shift_deg
+        return plan_bilinear(self.era5_lat, self.era5_lon, self.lat, self.lon - shift,
+                             where=f"{self.root / 'era5'} (driver {shift} deg upstream)")
+
+    def holds(self, dates: np.ndarray) -> np.ndarray:
+        """Whether each of ``dates`` ``[n]`` datetime64[D] is a date of the world: ``[n]`` bool."""
+        return np.array([y in self.dates and bool(np.isin(d, self.dates[y]))
+                         for d, y in zip(dates, year_of(dates).tolist(), strict=True)], dtype=bool)
+
     def era5_path(self, year: int) -> Path:
         """The ERA5 file of ``year``."""
         return self.root / "era5" / f"era5_{year}.nc"
@@ -82,12 +96,26 @@ class World:
         return self.root / "static" / "static.nc"
 
 
-def era5_axes(lat: np.ndarray, lon: np.ndarray, *, margin_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """A 0.25 deg grid covering the points ``lat``/``lon`` (degrees) with ``margin_deg`` on each side:
-    latitudes ``[n_lat]`` descending (north to south, as CDS), longitudes ``[n_lon]`` ascending."""
+def box_margins(margin_deg: float | Sequence[float]) -> tuple[float, float, float, float]:
+    """``(west, east, south, north)`` margins (degrees) of ``margin_deg``: one number for every side, or
+    the four; a one-line error otherwise (or for a negative margin)."""
+    sides = (margin_deg,) * 4 if np.isscalar(margin_deg) else tuple(margin_deg)
+    if len(sides) != 4 or any(float(m) < 0 for m in sides):
+        raise HpcdiffError(f"margin_deg must be one number or (west, east, south, north) >= 0 degrees, "
+                           f"got {margin_deg!r}")
+    west, east, south, north = (float(m) for m in sides)
+    return west, east, south, north
+
+
+def era5_axes(lat: np.ndarray, lon: np.ndarray, *,
+              margin_deg: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """A 0.25 deg grid covering the points ``lat``/``lon`` (degrees) with ``margin_deg`` degrees on each
+    side (one number, or ``(west, east, south, north)``): latitudes ``[n_lat]`` descending (north to
+    south, as CDS), longitudes ``[n_lon]`` ascending."""
     q = 1.0 / ERA5_STEP_DEG
-    south, north = np.floor((lat.min() - margin_deg) * q), np.ceil((lat.max() + margin_deg) * q)
-    west, east = np.floor((lon.min() - margin_deg) * q), np.ceil((lon.max() + margin_deg) * q)
+    m_west, m_east, m_south, m_north = box_margins(margin_deg)
+    south, north = np.floor((lat.min() - m_south) * q), np.ceil((lat.max() + m_north) * q)
+    west, east = np.floor((lon.min() - m_west) * q), np.ceil((lon.max() + m_east) * q)
     assert west > -180 * q and east < 180 * q, "the ERA5 box must not straddle 180 deg E"
     return np.arange(north, south - 1, -1) / q, np.arange(west, east + 1) / q
 
@@ -112,14 +140,30 @@ def synthetic_orography(lsm: np.ndarray, *, spec: OrographySpec, dx_km: float, s
     return np.where(land, height, 0.0).astype(np.float32)
 
 
+def check_upstream(law: Law, lon: np.ndarray, era5_lon: np.ndarray) -> None:
+    """A one-line error unless the driver's upstream points ``lon - shift_deg`` (degrees, any shape) lie
+    inside the ERA5 box ``era5_lon`` ``[n_lon]`` (ascending); nothing to check without a driver."""
+    driver = law.driver
+    if not driver.active:
+        return
+    lo, hi = float(lon.min() - driver.shift_deg), float(lon.max() - driver.shift_deg)
+    if lo < era5_lon[0] or hi > era5_lon[-1]:
+        raise HpcdiffError(f"the driver's upstream points (the target's longitudes - shift_deg "
+                           f"{driver.shift_deg}: {lo:.2f}..{hi:.2f} E) leave the ERA5 box's longitudes "
+                           f"{era5_lon[0]:.2f}..{era5_lon[-1]:.2f} E; widen margin_deg "
+                           "(west, east, south, north)")
+
+
 def build_world(root: Path, preset: Preset, *, seed: int, law: Law | None = None) -> World:
     """The in-memory world of ``preset`` (grids, real land-sea mask, synthetic orography) at ``root``;
-    ``law`` defaults to :class:`Law`'s defaults."""
-    law = Law() if law is None else law
+    ``law`` defaults to the preset's, else to :class:`Law`'s defaults. A one-line error when the
+    driver's upstream points leave the ERA5 box."""
+    law = law if law is not None else preset.law if preset.law is not None else Law()
     grid = centred_grid(preset.projection, centre_lat=preset.centre[0], centre_lon=preset.centre[1],
                         shape=preset.shape, dx_m=preset.dx_m)
     lat, lon = grid.latlon()
     era5_lat, era5_lon = era5_axes(lat, lon, margin_deg=preset.margin_deg)
+    check_upstream(law, lon, era5_lon)
     lsm = land_sea_mask(lat, lon)
     orography = synthetic_orography(lsm, spec=law.orography, dx_km=preset.dx_m / 1000, seed=seed)
     return World(root=Path(root), preset=preset.name, seed=seed, law=law, era5_freq=preset.era5_freq,

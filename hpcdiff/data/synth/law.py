@@ -7,10 +7,28 @@ independent Gaussian random fields of marginal std ``std_v`` and 2-D power spect
 ``(corr_km**-2 + kappa**2) ** (-beta / 2)``, kappa in rad km-1, drawn periodic on a padded grid and cut
 to the target)::
 
-    t2m = B(t2m) - lapse_rate * oro + land_sea_k * s * (lsm - 0.5) + eps_t2m                   [K]
-    z   = sqrt(max(B(tp), 0) / c) - tp_offset + tp_orography * oro + eps_tp                     [-]
+    t2m = B(t2m) - lapse_rate * oro + land_sea_k * s * (lsm - 0.5) + driver.t2m_k * D + eps_t2m   [K]
+    z   = sqrt(max(B(tp), 0) / c) - tp_offset + tp_orography * oro + driver.tp_latent * D + eps_tp  [-]
     tp  = c * max(z, 0) ** 2                                                                   [kg m-2]
     e   = B(e) + (1 - lsm) * (e_sea + e_sea_season * s) + eps_e                                [kg m-2]
+
+The large-scale driver ``D`` (:class:`Driver`, dimensionless, unit variance) is the temperature anomaly
+of the air that was ``shift_deg`` upstream (west) ``lag_days`` before: a pattern moving into the
+window. Same-day conditions over the target window do not carry it; context does (the ERA5 box
+upstream, the previous day). On date ``t`` at a target point (lat, lon), with ``d = t - lag_days``::
+
+    D = (B_up(t2m)(d) - clim(d, lat)) / t2m_anomaly_k
+    clim(d, lat) = t2m_mean_k + t2m_season_k * cos(2 pi (doy(d) - season_peak_doy) / 365.25)
+                   + t2m_lat_k_per_deg * (lat - 56)
+
+``B_up`` is the same bilinear interpolation of the decoded daily ERA5 t2m aggregate, at (lat,
+lon - shift_deg); ``doy(d)`` is 1.0 at 00 UTC on 1 January (the stamp of a daily ERA5 step, as
+:func:`hpcdiff.timeaxis.fractional_day_of_year` counts it). ``clim`` is the deterministic part of the
+coarse t2m (:func:`hpcdiff.data.synth.weather.t2m_climate`), so with daily ERA5 ``D`` is the latent T
+(unit variance) at the upstream point up to int16 packing; with hourly ERA5 it is the latent T's daily
+mean, up to the daily mean of the seasonal and diurnal terms, which differs from ``clim`` by under
+0.1 K (0.07 K on ``tiny``). Where the world holds no day ``d`` (the first ``lag_days`` of a block),
+``D = 0``. The default driver has zero strength: the law without it, and no extra day read.
 
 The coarse weather (:class:`CoarseWeather`) is a smooth latent Gaussian process mapped to physical
 ERA5 fields (:mod:`hpcdiff.data.synth.weather`); the orography (:class:`OrographySpec`) is synthetic.
@@ -22,6 +40,12 @@ Presets (years 1991-2005; measured on 2 shared cores, ``hpcdiff synth OUT --pres
 ``danra`` DANRA's grid at its real size, 589 x 789 at 2.5 km on DANRA's projection (:data:`DANRA_PROJECTION`),
 2 days a year (every year, so that ``preprocess/synthetic.yaml``'s split applies unchanged), daily ERA5
 (10-12 s, 283 MiB, 1.2 GiB peak memory, of which 0.9 GiB is ``global_land_mask``'s global mask).
+``context`` is ``demo`` with a driver only context carries (``Driver(t2m_k=2.0, tp_latent=0.4,
+shift_deg=2.0, lag_days=1)``) and an ERA5 box reaching 6 deg west (margins west 6, east, south, north 2
+deg: 53.0-58.75 N, 3.0-14.0 E, 24 x 45 cells, against demo's 16 x 21; the upstream points lie 4 deg
+inside its western edge): 15 s, 57 MB, 1.1 GB peak memory, measured when ``demo`` took 12-14 s (the
+5 s above are from a quieter machine). ``D`` has standard deviation 1.03 over its dates (0 on the
+first day of each block).
 The other presets keep the projection the target grid has always had (:class:`LambertConformal`'s
 defaults: central meridian 8 E, radius 6 371 229 m).
 
@@ -117,16 +141,41 @@ class OrographySpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class Driver:
+    """The large-scale driver ``D`` (see the module docstring): the t2m anomaly, in units of
+    ``CoarseWeather.t2m_anomaly_k``, of the ERA5 air ``shift_deg`` degrees of longitude upstream (west;
+    negative: east) ``lag_days`` days before. It adds ``t2m_k * D`` (K) to the fine t2m and
+    ``tp_latent * D`` to the latent ``z`` of tp."""
+
+    t2m_k: float = 0.0
+    tp_latent: float = 0.0
+    shift_deg: float = 2.0
+    lag_days: int = 1
+
+    def __post_init__(self) -> None:
+        if int(self.lag_days) != self.lag_days or self.lag_days < 0:
+            raise HpcdiffError(f"driver lag_days must be a whole number of days >= 0, got {self.lag_days!r}")
+
+    @property
+    def active(self) -> bool:
+        """Whether the driver enters the law (a non-zero strength)."""
+        return self.t2m_k != 0.0 or self.tp_latent != 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Law:
-    """The whole generative process: coarse weather, fine law given the coarse state, orography."""
+    """The whole generative process: coarse weather, fine law given the coarse state, orography, and
+    the large-scale driver (none by default)."""
 
     coarse: CoarseWeather = CoarseWeather()
     fine: FineLaw = FineLaw()
     orography: OrographySpec = OrographySpec()
+    driver: Driver = Driver()
 
 
 def law_from_dict(data: dict) -> Law:
-    """The :class:`Law` of ``dataclasses.asdict(law)`` as stored in ``world.json`` (lists back to tuples)."""
+    """The :class:`Law` of ``dataclasses.asdict(law)`` as stored in ``world.json`` (lists back to tuples);
+    a ``world.json`` written before the driver existed has no ``driver``: the zero driver."""
     def value(raw: object) -> object:
         if isinstance(raw, dict):
             return NoiseSpec(**raw)
@@ -136,7 +185,8 @@ def law_from_dict(data: dict) -> Law:
         return cls(**{f.name: value(values[f.name]) for f in dataclasses.fields(cls) if f.name in values})
 
     return Law(coarse=build(CoarseWeather, data["coarse"]), fine=build(FineLaw, data["fine"]),
-               orography=build(OrographySpec, data["orography"]))
+               orography=build(OrographySpec, data["orography"]),
+               driver=build(Driver, data.get("driver", {})))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +195,9 @@ class Preset:
     days per year, whose start moves by 97 days from year to year so that the blocks visit every
     season. ``era5_flavour``: ``nc3``, ``nc4`` or ``alternate`` (even years nc3, odd years nc4). The
     target grid: ``shape`` ``(H, W)`` cells of ``dx_m`` on ``projection``, centred on ``centre`` (lat,
-    lon in degrees; :func:`hpcdiff.data.lambert.centred_grid`)."""
+    lon in degrees; :func:`hpcdiff.data.lambert.centred_grid`). The ERA5 box covers the target's lat/lon
+    extent plus ``margin_deg`` degrees: one number on every side, or ``(west, east, south, north)``.
+    ``law``: the world's :class:`Law` (``None``: ``Law()``)."""
 
     name: str
     shape: tuple[int, int]
@@ -155,8 +207,9 @@ class Preset:
     era5_flavour: str = "alternate"
     dx_m: float = 2500.0
     centre: tuple[float, float] = (56.0, 10.5)  # lat, lon (degrees)
-    margin_deg: float = 1.0
+    margin_deg: float | tuple[float, float, float, float] = 1.0
     projection: LambertConformal = LambertConformal()
+    law: Law | None = None
 
     def dates(self, year: int) -> np.ndarray:
         """The dates ``[n]`` datetime64[D] written for ``year``."""
@@ -180,6 +233,10 @@ PRESETS = {
     # DANRA's grid: its projection and size, centred at the latitude of origin and Denmark's longitude
     "danra": Preset("danra", shape=(589, 789), days_per_year=2, era5_freq="1D", centre=(56.7, 10.5),
                     projection=DANRA_PROJECTION),
+    # demo with a driver only context carries: the ERA5 box reaches 6 deg west, upstream of the shift
+    "context": Preset("context", shape=(64, 64), days_per_year=60, era5_freq="1D",
+                      margin_deg=(6.0, 2.0, 2.0, 2.0),
+                      law=Law(driver=Driver(t2m_k=2.0, tp_latent=0.4, shift_deg=2.0, lag_days=1))),
 }
 
 

@@ -22,6 +22,7 @@ from hpcdiff.data.synth.era5 import coarse_daily
 from hpcdiff.data.synth.fields import gaussian_field
 from hpcdiff.data.synth.geometry import World
 from hpcdiff.data.synth.meta import SEED_EPOCH, TAG_ORACLE, TAG_TRUTH, TARGET_META, TARGET_VARS
+from hpcdiff.data.synth.weather import seasonal_cycle, t2m_climate
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import as_dates, day_of_year, to_days
 
@@ -38,12 +39,31 @@ def season(world: World, dates: np.ndarray) -> np.ndarray:
     return np.cos(2 * np.pi * (doy - world.law.fine.season_peak_doy) / 365.25)
 
 
+def driver_field(world: World, dates: Sequence | np.ndarray) -> np.ndarray:
+    """The large-scale driver ``D`` ``[T, H, W]`` (dimensionless) of ``dates`` ``[T]``: the daily ERA5 t2m
+    of ``d = date - lag_days``, interpolated bilinearly at (lat, lon - shift_deg) of the target points,
+    minus its climate at ``d`` and the target latitude, over ``t2m_anomaly_k``; 0 where the world holds
+    no day ``d`` (see :mod:`hpcdiff.data.synth.law`)."""
+    dates = as_dates(dates)
+    law = world.law
+    before = dates - np.timedelta64(int(law.driver.lag_days), "D")
+    held = world.holds(before)
+    out = np.zeros((dates.size, *world.shape))
+    if held.any():
+        days = before[held]
+        upstream = apply_bilinear(world.upstream_plan, coarse_daily(world, days)["t2m"])
+        cycle = seasonal_cycle(law, days.astype("datetime64[s]"))[:, None, None]
+        climate = t2m_climate(law, season=cycle, lat=world.lat[None])
+        out[held] = (upstream - climate) / law.coarse.t2m_anomaly_k
+    return out
+
+
 def conditional_params(world: World, dates: Sequence | np.ndarray) -> dict[str, np.ndarray]:
     """The law's location parameters ``[T, H, W]``: ``t2m`` and ``e`` means (K, kg m-2) and ``tp_latent``
-    the mean ``a`` of the latent Gaussian ``z`` (tp = c max(z, 0)^2). The noise stds are
-    ``world.law.fine.*_noise.std``."""
+    the mean ``a`` of the latent Gaussian ``z`` (tp = c max(z, 0)^2), the driver's terms included when it
+    has a strength. The noise stds are ``world.law.fine.*_noise.std``."""
     dates = as_dates(dates)
-    fine = world.law.fine
+    fine, driver = world.law.fine, world.law.driver
     coarse = _regridded(world, dates)
     s = season(world, dates)[:, None, None]
     lsm, oro = world.lsm[None], world.orography[None]
@@ -51,6 +71,10 @@ def conditional_params(world: World, dates: Sequence | np.ndarray) -> dict[str, 
     latent = (np.sqrt(np.maximum(coarse["tp"], 0.0) / fine.tp_scale_kg_m2) - fine.tp_offset
               + fine.tp_orography_per_m * oro)
     e = coarse["e"] + (1 - lsm) * (fine.e_sea_kg_m2 + fine.e_sea_season_kg_m2 * s)
+    if driver.active:  # a world without a driver reads no extra day
+        d = driver_field(world, dates)
+        t2m = t2m + driver.t2m_k * d
+        latent = latent + driver.tp_latent * d
     return {"t2m": t2m, "tp_latent": latent, "e": e}
 
 

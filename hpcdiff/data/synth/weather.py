@@ -9,7 +9,7 @@ import numpy as np
 
 from hpcdiff.data.synth.fields import gaussian_field, padded_shape
 from hpcdiff.data.synth.geometry import World
-from hpcdiff.data.synth.law import NoiseSpec
+from hpcdiff.data.synth.law import Law, NoiseSpec
 from hpcdiff.data.synth.meta import SEED_EPOCH, TAG_LATENT
 from hpcdiff.data.units import WATER_KG_M3
 from hpcdiff.timeaxis import fractional_day_of_year, to_days
@@ -72,17 +72,34 @@ def era5_fields(world: World, year: int) -> tuple[np.ndarray, dict[str, np.ndarr
     return times, coarse_weather(world, times, latent)
 
 
+def seasonal_cycle(law: Law, times: np.ndarray) -> np.ndarray:
+    """``cos(2 pi (doy - season_peak_doy) / 365.25)`` ``[T]`` at the instants ``times`` ``[T]``
+    datetime64[s], ``doy`` as :func:`~hpcdiff.timeaxis.fractional_day_of_year` counts it (1.0 at 00 UTC on
+    1 January: a daily step's stamp)."""
+    doy = fractional_day_of_year(times)
+    return np.cos(2 * np.pi * (doy - law.fine.season_peak_doy) / 365.25)
+
+
+def t2m_climate(law: Law, *, season: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """The deterministic part of the coarse t2m (K): ``t2m_mean_k + t2m_season_k * season +
+    t2m_lat_k_per_deg * (lat - 56)``, ``season`` (:func:`seasonal_cycle`) and ``lat`` (degrees)
+    broadcast against each other. The coarse t2m adds ``t2m_anomaly_k`` x the latent T (and, hourly,
+    the diurnal cycle)."""
+    cw = law.coarse
+    return cw.t2m_mean_k + cw.t2m_season_k * season + cw.t2m_lat_k_per_deg * (lat - 56.0)
+
+
 def coarse_weather(world: World, times: np.ndarray, latent: np.ndarray) -> dict[str, np.ndarray]:
     """Physical ERA5 fields ``[T, n_lat, n_lon]`` from the latent state ``[T, 4, n_lat, n_lon]`` at
     ``times`` ``[T]`` datetime64[s]. Hourly steps get a diurnal cycle; daily ones are daily values."""
     cw, hourly = world.law.coarse, world.era5_freq == "1h"
     doy = fractional_day_of_year(times)
     hour = (times - times.astype("datetime64[D]")).astype(np.float64)[:, None, None] / 3600.0
-    season = np.cos(2 * np.pi * (doy - world.law.fine.season_peak_doy) / 365.25)[:, None, None]
+    season = seasonal_cycle(world.law, times)[:, None, None]
     lat = world.era5_lat[None, :, None]
     g_t, g_p, g_w, g_e = (latent[:, i] for i in range(4))
     diurnal = np.sin(2 * np.pi * (hour - 9) / 24) if hourly else 0.0
-    t2m = (cw.t2m_mean_k + cw.t2m_season_k * season + cw.t2m_lat_k_per_deg * (lat - 56.0)
+    t2m = (t2m_climate(world.law, season=season, lat=lat)
            + cw.t2m_anomaly_k * g_t + (cw.t2m_diurnal_k + cw.t2m_diurnal_season_k * season) * diurnal)
     msl = cw.msl_mean_pa + cw.msl_lat_pa_per_deg * (lat - 56.0) - cw.msl_anomaly_pa * g_p
     wet = (g_w - g_p) / np.sqrt(2.0)

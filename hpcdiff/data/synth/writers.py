@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from hpcdiff.data.synth.era5 import write_era5_nc3, write_era5_nc4
 from hpcdiff.data.synth.geometry import WORLD_JSON, World, build_world, is_world, world_json
-from hpcdiff.data.synth.law import get_preset
+from hpcdiff.data.synth.law import Preset, get_preset
 from hpcdiff.data.synth.meta import DANRA_EPOCH, TARGET_META, TARGET_VARS, set_attrs
 from hpcdiff.data.synth.truth import truth
 from hpcdiff.data.synth.weather import era5_fields
@@ -114,14 +114,15 @@ def check_replaceable(out: Path) -> None:
                            "not replacing it (choose a new or empty folder)")
 
 
-def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: bool = True,
+def write_world(out: Path, *, preset: str | Preset = "tiny", seed: int = 0, progress: bool = True,
                 cordex: str | None = None, days_per_year: int | None = None) -> Path:
-    """Write the synthetic world of ``preset`` to the folder ``out`` (atomically: built next to it,
-    renamed at the end); the same ``preset`` and ``seed`` give identical bytes. ``out`` may be new, an
-    empty folder or an existing world, which is replaced; anything else is refused untouched.
-    ``cordex``: a calendar in which to also write EURO-CORDEX-like files into ``cordex/``
+    """Write the synthetic world of ``preset`` (a name of :data:`~hpcdiff.data.synth.law.PRESETS`, or a
+    :class:`~hpcdiff.data.synth.law.Preset`), with the preset's law, to the folder ``out`` (atomically:
+    built next to it, renamed at the end); the same ``preset`` and ``seed`` give identical bytes. ``out``
+    may be new, an empty folder or an existing world, which is replaced; anything else is refused
+    untouched. ``cordex``: a calendar in which to also write EURO-CORDEX-like files into ``cordex/``
     (:mod:`hpcdiff.data.synth.cordex`). ``days_per_year`` replaces the preset's (1..365)."""
-    spec = get_preset(preset)
+    spec = preset if isinstance(preset, Preset) else get_preset(preset)
     if days_per_year is not None:
         if not 1 <= days_per_year <= 365:
             raise HpcdiffError(f"--days-per-year must be in 1..365, got {days_per_year}")
@@ -140,7 +141,7 @@ def write_world(out: Path, *, preset: str = "tiny", seed: int = 0, progress: boo
         # every ERA5 file first: the truth of a year's last day may read the next year's 00 UTC step
         for year in world.years:
             write_era5_year(world, year)
-        for year in tqdm(world.years, desc=f"synth {preset}", unit="year", disable=not progress):
+        for year in tqdm(world.years, desc=f"synth {spec.name}", unit="year", disable=not progress):
             write_danra(world.danra_path(year), world, world.dates[year])
         if cordex is not None:
             from hpcdiff.data.synth.cordex import write_cordex
