@@ -1,9 +1,10 @@
 """Backbones: an explicit registry of network classes with their size presets.
 
-A backbone maps ``(x_t [N, Ct, H, W], t [N], cond [N, Cc, H, W], doy [N])`` to ``[N, Ct or 2 Ct, H, W]``;
-the parameterization around it (residual targets, ε / v) is the
-:class:`~hpcdiff.models.denoiser.Denoiser`'s. A job names its backbone (``model.backbone``) and preset
-(``model.preset``); the run spec (:mod:`hpcdiff.runspec`) builds it through :func:`build_backbone`.
+A backbone maps ``(x_t [N, Ct, H, W], t [N], cond [N, Cc, H, W], doy [N])`` to ``[N, Ct or 2 Ct, H, W]``,
+with an optional large-scale ``context [N, Cx, Hx, Wx]`` on its own grid; the parameterization around it
+(residual targets, ε / v) is the :class:`~hpcdiff.models.denoiser.Denoiser`'s. A job names its backbone
+(``model.backbone``) and preset (``model.preset``); the run spec (:mod:`hpcdiff.runspec`) builds it
+through :func:`build_backbone`.
 """
 
 from __future__ import annotations
@@ -71,14 +72,17 @@ def architecture_of(name: str, preset: str, *, recorded: Mapping[str, Any] | Non
 
 
 def build_backbone(name: str, preset: str, *, target_channels: int, cond_channels: int, learn_sigma: bool,
-                   dropout: float | None = None, config: Any = None) -> nn.Module:
+                   dropout: float | None = None, config: Any = None, context_channels: int = 0,
+                   context_inject: str = "features") -> nn.Module:
     """Backbone ``name`` of :data:`BACKBONES` in size ``preset`` (or the size ``config`` given, e.g. a run
-    spec's recorded one); ``dropout`` overrides its dropout."""
+    spec's recorded one); ``dropout`` overrides its dropout. ``context_channels`` (0: none) and
+    ``context_inject`` describe the data, not the size, so they are no part of a preset."""
     config = preset_config(name, preset) if config is None else config
     if dropout is not None:
         config = dataclasses.replace(config, dropout=dropout)
     return BACKBONES[name].cls(target_channels=target_channels, cond_channels=cond_channels,
-                               learn_sigma=learn_sigma, **dataclasses.asdict(config))
+                               learn_sigma=learn_sigma, context_channels=context_channels,
+                               context_inject=context_inject, **dataclasses.asdict(config))
 
 
 __all__ = ["BACKBONES", "UNET_PRESETS", "UNRECORDED_ARCHITECTURE", "Backbone", "UNet", "UNetConfig",

@@ -14,7 +14,8 @@ EDM's preconditioning pattern (Karras et al. 2022, ``EDMPrecond``): the backbone
   (:meth:`Denoiser.mse_weight`).
 
 The backbone runs in its parameters' dtype (bf16 / fp16 under DeepSpeed) or under ``autocast``;
-inputs and outputs of the wrapper are float32.
+inputs and outputs of the wrapper are float32. An optional large-scale ``context [N, Cx, Hx, Wx]``
+(:class:`~hpcdiff.models.unet.UNet`) is passed on to the backbone like the conditions.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Denoiser(nn.Module):
-    """``(x_t [N, C, H, W], t [N], cond [N, Cc, H, W], doy [N]) -> [eps | variance channels]`` around a
-    conditional ``backbone``. ``alpha_bar [T]`` (float64) is the trained schedule's, indexed by the
-    original step ``t``."""
+    """``(x_t [N, C, H, W], t [N], cond [N, Cc, H, W], doy [N], context [N, Cx, Hx, Wx] or None) ->
+    [eps | variance channels]`` around a conditional ``backbone``. ``alpha_bar [T]`` (float64) is the
+    trained schedule's, indexed by the original step ``t``."""
 
     def __init__(self, backbone: nn.Module, *, prediction: str, alpha_bar: np.ndarray,
                  residual: Residual | None = None) -> None:
@@ -84,24 +85,28 @@ class Denoiser(nn.Module):
             return None
         return self._coef(self._sqrt_ab, t, t.float()).pow(-2)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                doy: torch.Tensor) -> torch.Tensor:
-        """``[N, C, H, W]`` ``eps`` (``[N, 2C, H, W]`` with the variance channels after it), float32."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, doy: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, C, H, W]`` ``eps`` (``[N, 2C, H, W]`` with the variance channels after it), float32.
+        ``context [N, Cx, Hx, Wx]`` goes to the backbone in its dtype, as ``cond`` does; without it the
+        backbone is called with the four inputs only."""
         dtype = next(self.backbone.parameters()).dtype
-        context = (torch.autocast(x_t.device.type, dtype=self.autocast) if self.autocast is not None
-                   else contextlib.nullcontext())
-        with context:
-            out = self.backbone(x_t.to(dtype), t, cond.to(dtype), doy)
+        precision = (torch.autocast(x_t.device.type, dtype=self.autocast) if self.autocast is not None
+                     else contextlib.nullcontext())
+        extra = {} if context is None else {"context": context.to(dtype)}
+        with precision:
+            out = self.backbone(x_t.to(dtype), t, cond.to(dtype), doy, **extra)
         out = out.float()
         channels = x_t.shape[1]
         pred, rest = out[:, :channels], out[:, channels:]
         eps = self.to_eps(pred, x_t.float(), t)
         return eps if rest.shape[1] == 0 else torch.cat([eps, rest], dim=1)
 
-    def bind(self, cond: torch.Tensor, doy: torch.Tensor) -> ModelFn:
-        """``(x_t, t) -> eps`` with the conditions bound, the function the diffusion code calls."""
+    def bind(self, cond: torch.Tensor, doy: torch.Tensor, context: torch.Tensor | None = None) -> ModelFn:
+        """``(x_t, t) -> eps`` with the conditions (and the context, if any) bound, the function the
+        diffusion code calls."""
 
         def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self(x_t, t, cond, doy)
+            return self(x_t, t, cond, doy, context)
 
         return fn

@@ -5,6 +5,12 @@ downsampling factors, dropout, zero-initialized output layers. Conditions (regri
 static geography, ``[N, Cc, H, W]``) are concatenated to the noisy target; the day of year enters as
 sin/cos harmonics added to the time embedding. With a learned variance the output has ``2 · Ct``
 channels: ``eps`` first, then the variance interpolation ``v``.
+
+Optionally a large-scale **context** ``[N, Cx, Hx, Wx]`` (normalized ERA5 fields over a box much larger
+than a patch or tile, on its own grid, never cropped) goes through a :class:`ContextEncoder` and enters
+as a global embedding (pooled, added to the time embedding), as per-pixel features (the encoder output
+sampled at each pixel's position in the box, given by the last two ``cond`` channels, and concatenated to
+the network input), or both.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 DAYS_PER_YEAR = 365.25
+CONTEXT_INJECTS = ("embedding", "features", "both")
+# how far outside [-1, 1] a pixel's position in the context box may be (rounding of the coordinates)
+CONTEXT_COORD_LIMIT = 1.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,18 +208,74 @@ def pad_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[s
     return F.pad(x, (left, right, top, bottom), mode=mode), crop
 
 
+class DilatedBlock(nn.Module):
+    """``x + conv(SiLU(x))`` with a dilated 3x3 conv, replicate-padded so the grid keeps its size:
+    ``[N, C, Hx, Wx]`` in and out."""
+
+    def __init__(self, channels: int, *, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation,
+                              padding_mode="replicate")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(F.silu(x))
+
+
+class ContextEncoder(nn.Module):
+    """Features of the large-scale context: ``[N, Cx, Hx, Wx] -> [N, width, Hx, Wx]`` for any ``Hx, Wx >= 1``.
+
+    A 3x3 conv to ``width`` channels, then residual SiLU-conv blocks with dilations 1, 2, 4, 8: a feature
+    sees :attr:`receptive_field` x :attr:`receptive_field` = 33 x 33 context cells (16 each way: an 8°
+    window at 0.25°). Convolutions
+    pad by replicating the edge (the fields continue past the box's edge, rather than falling to the
+    normalized mean 0). No GroupNorm: its statistics over the whole box would make every feature depend on
+    every context cell, and the inputs are normalized already."""
+
+    def __init__(self, in_channels: int, width: int, *, dilations: tuple[int, ...] = (1, 2, 4, 8)) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1, padding_mode="replicate")
+        self.blocks = nn.Sequential(*(DilatedBlock(width, dilation=d) for d in dilations))
+        self.receptive_field = 3 + 2 * sum(dilations)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(context))
+
+
+def pooled(features: torch.Tensor) -> torch.Tensor:
+    """Mean and max over the grid of ``features [N, C, Hx, Wx]``, concatenated: ``[N, 2C]``."""
+    return torch.cat([features.mean(dim=(-2, -1)), features.amax(dim=(-2, -1))], dim=1)
+
+
+def sample_at(features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """``features [N, C, Hx, Wx]`` interpolated bilinearly at ``coords [N, 2, H, W]`` (row ``y`` then column
+    ``x``, each in [-1, 1]: -1 the first row / column of the context array, +1 the last; beyond, the edge
+    value): ``[N, C, H, W]``, float32 (half-precision interpolation would be off by a fraction of a cell)."""
+    grid = coords.flip(1).permute(0, 2, 3, 1).float()  # grid_sample's last dim is (x, y)
+    return F.grid_sample(features.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 class UNet(nn.Module):
-    """Conditional ε-model ``(x_t [N, Ct, H, W], t [N], cond [N, Cc, H, W], doy [N])`` ->
+    """Conditional ε-model ``(x_t [N, Ct, H, W], t [N], cond [N, Cc, H, W], doy [N], context)`` ->
     ``[N, Ct or 2·Ct, H, W]``, for any ``H x W``: the network input (``x_t`` and the conditions,
     statics included) is padded by reflection to sides that are multiples of
     ``2 ** (len(channel_mult) - 1)`` (:func:`pad_to_multiple`; evenly on both sides) and the output is
-    cropped back, so the padding never reaches the loss or the samples."""
+    cropped back, so the padding never reaches the loss or the samples.
+
+    ``context_channels > 0`` adds the large-scale context ``[N, Cx, Hx, Wx]`` (any ``Hx x Wx``), encoded by
+    a :class:`ContextEncoder` of ``context_width`` channels and injected as ``context_inject`` says:
+    ``"embedding"`` (mean and max pooled, an MLP with a zero-initialized last layer, added to the time
+    embedding), ``"features"`` (sampled at each pixel's position in the box, ``cond[:, -2]`` the row and
+    ``cond[:, -1]`` the column in [-1, 1], and concatenated to ``x_t`` and ``cond`` before the padding and
+    the first conv) or ``"both"``. With ``context_channels = 0`` the network is the one without context:
+    same parameters, same ``state_dict`` keys, same outputs."""
 
     def __init__(self, *, target_channels: int, cond_channels: int, learn_sigma: bool, model_channels: int,
                  channel_mult: tuple[int, ...], num_res_blocks: int, attention_ds: tuple[int, ...],
                  head_channels: int, dropout: float, attention_window: int | None = None,
-                 doy_harmonics: int = 2) -> None:
+                 doy_harmonics: int = 2, context_channels: int = 0, context_inject: str = "features",
+                 context_width: int = 32) -> None:
         super().__init__()
+        self._set_context(context_channels, inject=context_inject, cond_channels=cond_channels)
         self.target_channels, self.cond_channels = target_channels, cond_channels
         self.out_channels = target_channels * (2 if learn_sigma else 1)
         self.model_channels, self.levels = model_channels, len(channel_mult)
@@ -223,7 +288,8 @@ class UNet(nn.Module):
         block = {"emb_dim": emb_dim, "dropout": dropout}
         attn = {"attention_ds": attention_ds,
                 "block": {"head_channels": head_channels, "window": attention_window}}
-        skips = self._build_encoder(target_channels + cond_channels, channel_mult=channel_mult,
+        in_channels = target_channels + cond_channels + (context_width if self.context_features else 0)
+        skips = self._build_encoder(in_channels, channel_mult=channel_mult,
                                     num_res_blocks=num_res_blocks, block=block, attn=attn)
         ch = model_channels * channel_mult[-1]
         self.middle = EmbedSequential(ResBlock(ch, ch, **block),
@@ -233,6 +299,23 @@ class UNet(nn.Module):
                                  block=block, attn=attn)
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, self.out_channels, 3, padding=1)))
+        # built last, so in embedding mode the layers above draw the initial weights they draw without context
+        if context_channels:
+            self.context_encoder = ContextEncoder(context_channels, context_width)
+        if self.context_embedding:
+            self.context_embed = nn.Sequential(nn.Linear(2 * context_width, emb_dim), nn.SiLU(),
+                                               zero_module(nn.Linear(emb_dim, emb_dim)))
+
+    def _set_context(self, channels: int, *, inject: str, cond_channels: int) -> None:
+        """Check the context arguments; set which injections the network has."""
+        if inject not in CONTEXT_INJECTS:
+            raise ValueError(f"unknown context_inject {inject!r}; valid: {', '.join(CONTEXT_INJECTS)}")
+        assert channels >= 0, f"context_channels must be >= 0, got {channels}"
+        self.context_channels, self.context_inject = channels, inject
+        self.context_embedding = channels > 0 and inject in ("embedding", "both")
+        self.context_features = channels > 0 and inject in ("features", "both")
+        assert not self.context_features or cond_channels >= 2, \
+            f"context features need the box coordinates as the last two of {cond_channels} cond channels"
 
     def _build_encoder(self, in_channels: int, *, channel_mult: tuple[int, ...], num_res_blocks: int,
                        block: dict, attn: dict) -> list[int]:
@@ -281,18 +364,43 @@ class UNet(nn.Module):
         assert t.shape == (n,) and doy.shape == (n,), \
             f"t {tuple(t.shape)} and doy {tuple(doy.shape)} must be [{n}]"
 
+    def _check_context(self, context: torch.Tensor | None, cond: torch.Tensor) -> None:
+        """``context [N, Cx, Hx, Wx]`` given iff the model has context channels; in features mode the
+        coordinate channels of ``cond`` inside the box (this reads them: a device sync)."""
+        if self.context_channels == 0:
+            assert context is None, "context given to a model built without context (context_channels=0)"
+            return
+        assert context is not None, f"the model needs context [N, {self.context_channels}, Hx, Wx]"
+        n = cond.shape[0]
+        assert context.ndim == 4 and context.shape[:2] == (n, self.context_channels) \
+            and min(context.shape[-2:]) >= 1, \
+            f"context {tuple(context.shape)}, expected [{n}, {self.context_channels}, Hx, Wx]"
+        if self.context_features:
+            lo, hi = (float(v) for v in torch.aminmax(cond[:, -2:].float()))
+            assert lo >= -CONTEXT_COORD_LIMIT and hi <= CONTEXT_COORD_LIMIT, \
+                (f"context coordinates (the last two cond channels) span [{lo:.4g}, {hi:.4g}], outside the "
+                 f"box's [-1, 1] (tolerance {CONTEXT_COORD_LIMIT})")
+
     def embedding(self, t: torch.Tensor, doy: torch.Tensor) -> torch.Tensor:
         """Time plus day-of-year embedding ``[N, 4 · model_channels]``, in the parameters' dtype."""
         dtype = self.time_embed[0].weight.dtype
         return (self.time_embed(timestep_embedding(t, self.model_channels).to(dtype))
                 + self.doy_embed(doy_features(doy, self.doy_harmonics).to(dtype)))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                doy: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, doy: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         assert x_t.ndim == 4, f"x_t must be [N, C, H, W], got {tuple(x_t.shape)}"
         self._check_inputs(x_t, t, cond, doy)
+        self._check_context(context, cond)
         emb = self.embedding(t, doy)
-        h, (rows, cols) = pad_to_multiple(torch.cat([x_t, cond.to(x_t.dtype)], dim=1), 2 ** (self.levels - 1))
+        inputs = [x_t, cond.to(x_t.dtype)]
+        if context is not None:
+            features = self.context_encoder(context.to(x_t.dtype))
+            if self.context_embedding:
+                emb = emb + self.context_embed(pooled(features))
+            if self.context_features:
+                inputs.append(sample_at(features, cond[:, -2:]).to(x_t.dtype))
+        h, (rows, cols) = pad_to_multiple(torch.cat(inputs, dim=1), 2 ** (self.levels - 1))
         skips = []
         for layers in self.down:
             h = layers(h, emb)

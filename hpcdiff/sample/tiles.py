@@ -7,6 +7,10 @@ tiles agree smoothly and no pixel depends on one tile's border alone. Tiles are 
 ``h - overlap`` rows (``w - overlap`` columns), the last flush with the grid's edge. Every network call
 has the same shape (the batch's rows times one tile), so a member stays the same whatever the batching.
 
+A large-scale ``context [N, Cx, Hx, Wx]`` is on its own grid and goes whole to every tile call; the
+tile's position in it comes with the coordinate channels of ``cond``, cropped with the tile like every
+condition.
+
 The alternative, the whole grid in one call per step, needs no blending; ``docs/performance_memory.md``
 and the README's full-domain section compare the two.
 """
@@ -48,11 +52,13 @@ def check_tiling(tile: tuple[int, int], overlap: int, *, where: str) -> None:
 
 class TiledModel:
     """``(x_t [N, C, H, W], t [N]) -> [N, C', H, W]``: ``model(x_t, t, cond, doy)`` on overlapping tiles,
-    blended. ``cond [N, Cc, H, W]`` and ``doy [N]`` are bound at construction."""
+    blended. ``cond [N, Cc, H, W]``, ``doy [N]`` and the optional ``context [N, Cx, Hx, Wx]`` (passed
+    uncropped to every call as ``context=``) are bound at construction."""
 
     def __init__(self, model: Callable[..., torch.Tensor], cond: torch.Tensor, doy: torch.Tensor, *,
-                 tile: tuple[int, int], overlap: int) -> None:
+                 tile: tuple[int, int], overlap: int, context: torch.Tensor | None = None) -> None:
         self.model, self.cond, self.doy = model, cond, doy
+        self.extra = {} if context is None else {"context": context}
         height, width = cond.shape[-2:]
         self.tile = (min(tile[0], height), min(tile[1], width))
         self.rows = tile_starts(height, self.tile[0], overlap)
@@ -75,7 +81,7 @@ class TiledModel:
         for r in self.rows:
             for c in self.cols:
                 part = self.model(x_t[..., r:r + h, c:c + w].contiguous(), t,
-                                  self.cond[..., r:r + h, c:c + w].contiguous(), self.doy)
+                                  self.cond[..., r:r + h, c:c + w].contiguous(), self.doy, **self.extra)
                 if out is None:
                     out = part.new_zeros((*part.shape[:2], *x_t.shape[-2:]))
                 out[..., r:r + h, c:c + w] += part * self.weight
