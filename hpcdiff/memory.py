@@ -218,11 +218,15 @@ def training_static_bytes(params: int, *, precision: str, zero_stage: int, world
 
 
 def _meta_inputs(spec: Any, batch: int, shape: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-    """``(x0, cond, doy)`` on ``meta`` for ``batch`` fields of ``shape`` (float32, as the loader gives)."""
+    """``(x0, cond, doy, context)`` on ``meta`` for ``batch`` fields of ``shape`` (float32, as the loader
+    gives; ``context`` ``None`` without a spatial context)."""
     x0 = torch.empty(batch, len(spec.targets), *shape, device="meta")
     cond = torch.empty(batch, len(spec.conditions), *shape, device="meta")
     doy = torch.empty(batch, device="meta")
-    return x0, cond, doy
+    box = getattr(spec, "context", None)
+    context = (torch.empty(batch, box.channels, *box.box_shape, device="meta")
+               if box is not None and box.spatial else None)
+    return x0, cond, doy, context
 
 
 def _meta_model(spec: Any, dtype: torch.dtype) -> torch.nn.Module:
@@ -247,12 +251,12 @@ def _training_peak(model: torch.nn.Module, spec: Any, *, batch: int, shape: tupl
     diffusion = spec.build_diffusion()
 
     def step() -> None:
-        x0, cond, doy = _meta_inputs(spec, batch, shape)
+        x0, cond, doy, context = _meta_inputs(spec, batch, shape)
         weight = torch.empty(1, 1, *shape, device="meta") if sdf_weights else None
         t = torch.zeros(batch, dtype=torch.long, device="meta")
         noise = torch.empty_like(x0)
-        losses = diffusion.training_losses(lambda x_t, tt: model(x_t, tt, cond, doy), x0, t, noise=noise,
-                                           weight=weight, mse_weight=model.mse_weight(t))
+        losses = diffusion.training_losses(lambda x_t, tt: model(x_t, tt, cond, doy, context), x0, t,
+                                           noise=noise, weight=weight, mse_weight=model.mse_weight(t))
         losses["loss"].mean().backward()
 
     return traced_peak(step)
@@ -275,10 +279,10 @@ def _sampling_peak(model: torch.nn.Module, spec: Any, *, batch: int, precision: 
     shape = grid if tile is None else (min(tile[0], grid[0]), min(tile[1], grid[1]))
 
     def call() -> None:
-        x, cond, doy = _meta_inputs(spec, batch, shape)
+        x, cond, doy, context = _meta_inputs(spec, batch, shape)
         t = torch.zeros(batch, dtype=torch.long, device="meta")
         with torch.no_grad():
-            return model(x, t, cond, doy)
+            return model(x, t, cond, doy, context)
 
     channels = len(spec.targets)
     arrays = SAMPLER_ARRAYS.get(sampler, max(SAMPLER_ARRAYS.values()))

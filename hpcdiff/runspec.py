@@ -19,9 +19,11 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from hpcdiff.config import from_dict, to_dict
+from hpcdiff.data.context import ContextSelection
+from hpcdiff.data.loader import condition_names
 from hpcdiff.data.manifest import Manifest
 from hpcdiff.data.residual import Residual, residual_from_manifest
-from hpcdiff.data.windows import POSITION_CHANNELS, check_patch
+from hpcdiff.data.windows import check_patch
 from hpcdiff.diffusion.gaussian import GaussianDiffusion
 from hpcdiff.diffusion.schedules import make_betas, respaced_timesteps
 from hpcdiff.errors import HpcdiffError
@@ -29,6 +31,22 @@ from hpcdiff.models import architecture_of, build_backbone, preset_config
 from hpcdiff.models.denoiser import Denoiser
 
 SPEC_VERSION = 1
+
+
+def context_spec(section: Any, manifest: Manifest, *, where: str) -> ContextSpec | None:
+    """The :class:`ContextSpec` of a job's ``context:`` section (:class:`hpcdiff.train.job.ContextJobSection`)
+    on the dataset ``manifest``; ``None`` when the job reads no context. One-line errors when the dataset
+    does not hold the days asked for."""
+    if not section.temporal and not section.spatial:
+        return None
+    info = manifest.context
+    if info is None:
+        raise HpcdiffError(f"{where}: the job's context section reads context, but the dataset holds none "
+                           "(preprocess it with a recipe context: section)")
+    info.check_offsets(temporal=section.temporal, spatial=section.spatial, where=where)
+    channels = len(info.box_variables) * len(section.spatial)
+    return ContextSpec(temporal=list(section.temporal), spatial=list(section.spatial), inject=section.inject,
+                       channels=channels, box_shape=info.box_shape if section.spatial else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +78,24 @@ class ResidualSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ContextSpec:
+    """The context a run reads (:mod:`hpcdiff.data.context`): the neighbouring days ``temporal`` whose
+    conditions are extra channels, the days ``spatial`` whose box the context encoder reads
+    (``channels`` = box variables x days, on the box grid ``box_shape``), and how the encoder's output
+    enters the network (``inject``)."""
+
+    temporal: list[int]
+    spatial: list[int]
+    inject: Literal["embedding", "features", "both"]
+    channels: int
+    box_shape: tuple[int, int] | None = None
+
+    @property
+    def selection(self) -> ContextSelection:
+        return ContextSelection(temporal=tuple(self.temporal), spatial=tuple(self.spatial))
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSpec:
     """Everything that fixes a trained network's function. ``architecture``: the backbone's size config
     as resolved from its preset at training time, so a later change of a preset does not change a
@@ -82,6 +118,7 @@ class RunSpec:
     patch: tuple[int, int] | None = None
     positions: bool = False
     architecture: dict[str, Any] | None = None  # the preset's resolved size config (None: recorded none)
+    context: ContextSpec | None = None  # None: the same day's conditions only
     kind: Literal["diffusion"] = "diffusion"
     version: int = SPEC_VERSION
 
@@ -98,13 +135,21 @@ class RunSpec:
         patch, positions = job.data.patch, job.data.positions
         if patch is not None:
             check_patch(patch, manifest.grid.shape, where=str(job.data.dataset))
-        conditions = manifest.condition_names + (list(POSITION_CHANNELS) if positions else [])
+        context = context_spec(job.context, manifest, where=str(job.data.dataset))
+        conditions = condition_names(manifest, positions=positions,
+                                     context=None if context is None else context.selection)
         return cls(backbone=job.model.backbone, preset=job.model.preset, dropout=job.model.dropout,
                    targets=manifest.target_names, conditions=conditions, architecture=architecture,
+                   context=context,
                    image_shape=manifest.grid.shape, patch=patch, positions=positions,
                    diffusion=DiffusionSpec(schedule=d.schedule, num_steps=d.num_steps, var_type=d.var_type,
                                            loss=d.loss, vlb_weight=d.vlb_weight),
                    prediction=d.prediction, residual=residual, normalization=manifest.fingerprint())
+
+    @property
+    def context_selection(self) -> ContextSelection | None:
+        """What the run reads of a dataset's context (``None``: nothing)."""
+        return None if self.context is None else self.context.selection
 
     # -- building ---------------------------------------------------------------------------------------
 
@@ -124,10 +169,17 @@ class RunSpec:
         backbone = build_backbone(self.backbone, self.preset, config=config,
                                   target_channels=len(self.targets), cond_channels=len(self.conditions),
                                   learn_sigma=self.diffusion.learn_sigma,
-                                  dropout=self.dropout if dropout is None else dropout)
+                                  dropout=self.dropout if dropout is None else dropout,
+                                  **self._context_arguments())
         alpha_bar = self.build_diffusion().alpha_bar
         residual = None if self.residual is None else self.residual.residual()
         return Denoiser(backbone, prediction=self.prediction, alpha_bar=alpha_bar, residual=residual)
+
+    def _context_arguments(self) -> dict[str, Any]:
+        """The backbone's context input: the box channels and how they enter (none without a box)."""
+        if self.context is None or not self.context.spatial:
+            return {}
+        return {"context_channels": self.context.channels, "context_inject": self.context.inject}
 
     # -- checkpoints ------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcdiff.data.manifest import read_manifest
+from hpcdiff.data.manifest import Manifest, read_manifest
 from hpcdiff.data.shards import COPY_SAMPLES, file_sha256, open_shard
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import to_days
@@ -35,6 +35,7 @@ def check_dataset(path: Path) -> str:
                       "cond": (shard.n, len(manifest.conditions), height, width)}
             if manifest.conditions_only:  # no truth: the shards hold no target
                 del shapes["target"]
+            shapes.update(_context_shapes(manifest, shard.n))
             _check_file(path / shard.path, shard.sha256)
             _check_shard(path / shard.path, shapes, days[offset:offset + shard.n])
             offset += shard.n
@@ -45,6 +46,16 @@ def check_dataset(path: Path) -> str:
                 f"{len(manifest.targets)} target + {len(manifest.conditions)} condition channels")
     return (f"{path}: OK ({', '.join(lines)}; grid {height} x {width}; {channels}; "
             f"{size_mb:.1f} MiB)")
+
+
+def _context_shapes(manifest: Manifest, n: int) -> dict[str, tuple[int, ...]]:
+    """The shapes of a shard's context arrays (none without a recipe ``context``)."""
+    info, shapes = manifest.context, {}
+    if info is not None and info.offsets:
+        shapes["temporal"] = (n, len(manifest.conditions) * len(info.offsets), *manifest.grid.shape)
+    if info is not None and info.has_box:
+        shapes["context"] = (n, len(info.box_variables) * len(info.days), *info.box_shape)
+    return shapes
 
 
 def _check_file(path: Path, sha256: str) -> None:

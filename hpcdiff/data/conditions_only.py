@@ -21,9 +21,10 @@ import h5py
 import numpy as np
 
 from hpcdiff.config import from_dict
+from hpcdiff.data.context import BoxPlan
 from hpcdiff.data.era5 import units_of
 from hpcdiff.data.manifest import MANIFEST, Manifest, read_manifest
-from hpcdiff.data.recipe import Era5Variable, PreprocessRecipe
+from hpcdiff.data.recipe import ContextSection, Era5Variable, PreprocessRecipe
 from hpcdiff.data.sources import TargetGrid
 from hpcdiff.data.statics import StaticFields
 from hpcdiff.data.units import same_units
@@ -113,3 +114,25 @@ def normalization_record(manifest: Manifest) -> dict[str, str]:
     """The manifest's ``normalization_from``: the training dataset, its manifest checksum and fingerprint."""
     return {"dataset": str(Path(manifest.root).resolve()),
             "manifest_sha256": str(manifest.raw["manifest_sha256"]), "fingerprint": manifest.fingerprint()}
+
+
+def borrowed_context(manifest: Manifest, section: ContextSection, *, box: BoxPlan, where: str) -> None:
+    """A conditions-only recipe with a context box reuses the training dataset's box statistics: that
+    dataset must hold a box of the same variables and cells, for the same days (one-line errors)."""
+    theirs = manifest.context
+    if theirs is None or not theirs.has_box:
+        raise HpcdiffError(f"normalization.dataset {where}: has no context box; the recipe's context.box "
+                           "needs statistics fitted on a training dataset with the same box")
+    names = [manifest.recipe["era5"]["variables"][i]["name"] for i in box.variables]
+    ours = {"days": list(section.days), "box variables": names, "box shape": list(box.shape)}
+    trained = {"days": list(theirs.days), "box variables": list(theirs.box_variables),
+               "box shape": list(theirs.box_shape)}
+    for key, value in ours.items():
+        if value != trained[key]:
+            raise HpcdiffError(f"normalization.dataset {where}: context {key} {trained[key]}, the recipe's "
+                               f"{value}")
+    pairs = ((box.lat, theirs.box_lat), (box.lon, theirs.box_lon))
+    same = [np.allclose(a, b, atol=LATLON_ATOL) for a, b in pairs]
+    if not all(same):
+        raise HpcdiffError(f"normalization.dataset {where}: its context box lies elsewhere (cell centres "
+                           "differ); use the same context.box and ERA5 grid")

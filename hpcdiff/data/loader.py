@@ -23,11 +23,13 @@ HDF5 handles open lazily in each worker process and are dropped when the dataset
 copy of the plan; use ``persistent_workers=False``).
 
 Items are dicts of tensors: ``target [B, Ct, H, W]`` and ``cond [B, Cc + Cs, H, W]`` float32
-(normalized; ``cond`` = dynamic ERA5 channels, then the normalized static channels lsm, orography,
-sdf, then the two position channels when asked for), ``doy [B]`` float (day of year, 1..366), ``time
-[B]`` int64 (days since 1970-01-01), ``index [B]`` int64 (global sample index in the split) and
-``window [B, 2]`` int64 (the top-left corner of each sample's window in the grid; zeros for whole
-fields).
+(normalized; ``cond`` = dynamic ERA5 channels, those of the neighbouring days the run reads, then the
+normalized static channels lsm, orography, sdf, then the two position channels when asked for, then
+the pixels' places in the context box with a spatial context: :class:`SampleLayout`), with a spatial
+context ``context [B, Cx · S, Hx, Wx]`` (the box at the selected days, never cropped), ``doy [B]``
+float (day of year, 1..366), ``time [B]`` int64 (days since 1970-01-01), ``index [B]`` int64 (global
+sample index in the split) and ``window [B, 2]`` int64 (the top-left corner of each sample's window in
+the grid; zeros for whole fields).
 
 Patch training (``patch=(h, w)``): each sample is a window of target, conditions and statics, placed by
 the sample's own seed (:func:`hpcdiff.data.windows.window_origins`, from the epoch and the global
@@ -49,10 +51,11 @@ import h5py
 import numpy as np
 import torch
 
+from hpcdiff.data.context import BOX_CHANNELS, ContextSelection, box_coordinates, channel_name
 from hpcdiff.data.manifest import MANIFEST, Manifest, Shard, read_manifest
-from hpcdiff.data.shards import file_sha256, open_shard, read_rows
+from hpcdiff.data.shards import ARRAYS, file_sha256, open_shard, read_rows
 from hpcdiff.data.transforms import forward
-from hpcdiff.data.windows import check_patch, position_fields, window_origins
+from hpcdiff.data.windows import POSITION_CHANNELS, check_patch, position_fields, window_origins
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.seeding import SHUFFLE, mix_seed
 from hpcdiff.timeaxis import day_of_year
@@ -136,24 +139,96 @@ def plan_samples(total: int, *, batch_size: int, seed: int, epoch: int, rank: in
     return batches[:per_rank * world_size][rank::world_size]
 
 
-def read_statics(manifest: Manifest) -> dict[str, np.ndarray]:
-    """The static channels of the manifest as stored in ``static.h5`` (physical units), by name."""
+def read_statics(manifest: Manifest, *, extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The static channels of the manifest as stored in ``static.h5`` (physical units), by name, and the
+    fields ``extra`` (e.g. ``lat``, ``lon``)."""
     path = manifest.root / manifest.static_path
     try:
         with h5py.File(path, "r") as f:
-            return {c.name: f[c.name][...] for c in manifest.static_channels}
+            return {name: f[name][...] for name in [*(c.name for c in manifest.static_channels), *extra]}
     except (OSError, KeyError) as err:
         raise HpcdiffError(f"{path}: cannot read the static fields ({err})") from None
 
 
-def normalized_statics(fields: dict[str, np.ndarray], manifest: Manifest, *,
-                       positions: bool = False) -> np.ndarray:
+def normalized_statics(fields: dict[str, np.ndarray], manifest: Manifest, *, positions: bool = False,
+                       box: bool = False) -> np.ndarray:
     """The normalized static channels ``[Cs, H, W]`` float32 in the manifest's order, then the two
-    position channels when ``positions``, as appended to every ``cond``."""
+    position channels when ``positions``, then each pixel's place in the context box when ``box``
+    (``fields`` then holds ``lat`` and ``lon``), as appended to every ``cond``."""
     static = [forward(fields[c.name], c.stats).astype(np.float32) for c in manifest.static_channels]
     if positions:
         static += list(position_fields(tuple(manifest.grid.shape)))
+    if box:
+        info = manifest.context
+        static += list(box_coordinates(fields["lat"], fields["lon"], box_lat=np.asarray(info.box_lat),
+                                       box_lon=np.asarray(info.box_lon)))
     return np.stack(static)
+
+
+def condition_names(manifest: Manifest, *, positions: bool, context: ContextSelection | None) -> list[str]:
+    """The names of the condition channels a :class:`SampleLayout` assembles, in order: ``t2m``, ...,
+    ``t2m@-1``, ..., ``lsm``, ``orography``, ``sdf`` [, ``pos_y``, ``pos_x``] [, ``ctx_y``, ``ctx_x``]."""
+    selection = context or ContextSelection()
+    dynamic = [c.name for c in manifest.conditions]
+    names = dynamic + [channel_name(n, o) for o in selection.temporal for n in dynamic]
+    names += [c.name for c in manifest.static_channels]
+    names += list(POSITION_CHANNELS) if positions else []
+    return names + (list(BOX_CHANNELS) if selection.spatial else [])
+
+
+class SampleLayout:
+    """What a network reads of one sample of a dataset, and how it is assembled: ``cond`` = the same-day
+    dynamic channels, the selected neighbouring days' (``temporal``), the normalized statics, the position
+    channels (``positions``) and, with a spatial context, the pixels' places in the box; ``context`` = the
+    box at the selected days ``[Cx · S, Hx, Wx]``. The loader and sampling's condition reader both read
+    through it, so training and sampling feed a network the same channels."""
+
+    def __init__(self, manifest: Manifest, *, positions: bool = False,
+                 context: ContextSelection | None = None) -> None:
+        self.manifest, self.selection = manifest, context or ContextSelection()
+        self.info, self.dynamic = manifest.context, len(manifest.conditions)
+        if not self.selection.empty:
+            if self.info is None:
+                raise HpcdiffError(f"{manifest.root}: the job reads context, but the dataset holds none "
+                                   "(preprocess it with a recipe context: section)")
+            self.info.check_offsets(temporal=self.selection.temporal, spatial=self.selection.spatial,
+                                    where=str(manifest.root))
+        spatial = bool(self.selection.spatial)
+        self.fields = read_statics(manifest, extra=("lat", "lon") if spatial else ())
+        self.static = normalized_statics(self.fields, manifest, positions=positions, box=spatial)
+        self.positions = positions
+
+    @property
+    def names(self) -> list[str]:
+        """The condition channels' names, in order (:func:`condition_names`)."""
+        return condition_names(self.manifest, positions=self.positions, context=self.selection)
+
+    @property
+    def cond_channels(self) -> int:
+        return self.dynamic * (1 + len(self.selection.temporal)) + self.static.shape[0]
+
+    @property
+    def context_shape(self) -> tuple[int, int, int] | None:
+        """``(Cx · S, Hx, Wx)`` of the context a sample carries; ``None`` without a spatial context."""
+        if not self.selection.spatial:
+            return None
+        return (len(self.info.box_variables) * len(self.selection.spatial), *self.info.box_shape)
+
+    def read(self, arrays: dict[str, h5py.Dataset], row: int, *, cond: np.ndarray, origin: tuple[int, int],
+             context: np.ndarray | None) -> None:
+        """Samples ``row .. row + n`` of a shard's ``arrays`` into ``cond`` ``[n, C, h, w]`` (the windows at
+        ``origin``) and ``context`` ``[n, Cx · S, Hx, Wx]`` (when the layout has one)."""
+        h, w = cond.shape[-2:]
+        read_rows(arrays["cond"], cond, row, origin=origin)
+        for k, offset in enumerate(self.selection.temporal):
+            read_rows(arrays["temporal"], cond, row, origin=origin, into=self.dynamic * (1 + k),
+                      channels=self.info.temporal_channels(offset, self.dynamic))
+        first = self.dynamic * (1 + len(self.selection.temporal))
+        cond[:, first:] = self.static[:, origin[0]:origin[0] + h, origin[1]:origin[1] + w]
+        per_day = len(self.info.box_variables) if self.info is not None else 0
+        for k, offset in enumerate(self.selection.spatial):
+            read_rows(arrays["context"], context, row, channels=self.info.box_channels_of(offset),
+                      into=per_day * k)
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -161,7 +236,8 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataset: Path, split: str, *, batch_size: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, shuffle: bool = True, drop_last: bool = True,
-                 patch: tuple[int, int] | None = None, positions: bool = False) -> None:
+                 patch: tuple[int, int] | None = None, positions: bool = False,
+                 context: ContextSelection | None = None) -> None:
         assert batch_size > 0 and 0 <= rank < world_size, (batch_size, rank, world_size)
         self.root = Path(dataset)
         self.manifest: Manifest = read_manifest(self.root)
@@ -179,21 +255,16 @@ class ShardDataset(torch.utils.data.Dataset):
         self.grid = tuple(self.manifest.grid.shape)
         if patch is not None:
             check_patch(patch, self.grid, where=str(self.root))
-        self.patch, self.positions = patch, positions
+        self.patch = patch
         self.sizes = [s.n for s in self.shards]
         self.chunk = self.manifest.batch_chunk
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-        self._load_static()
-        self._files: dict[int, tuple[h5py.Dataset, h5py.Dataset, np.ndarray]] = {}
+        self.layout = SampleLayout(self.manifest, positions=positions, context=context)
+        self.mask = torch.from_numpy(self.layout.fields["lsm"].astype(np.float32))[None, None]
+        self.sdf_km = self.layout.fields["sdf"].astype(np.float64)  # [H, W], km, positive on land
+        self._files: dict[int, tuple[dict[str, h5py.Dataset], np.ndarray]] = {}
         self._verified: set[int] = set()  # shards whose checksum this object (or its pickler) verified
         self.set_epoch(0)
-
-    def _load_static(self) -> None:
-        """Normalized static channels ``[Cs, H, W]``, the land mask and the coast distance."""
-        fields = read_statics(self.manifest)
-        self._static = normalized_statics(fields, self.manifest, positions=self.positions)
-        self.mask = torch.from_numpy(fields["lsm"].astype(np.float32))[None, None]
-        self.sdf_km = fields["sdf"].astype(np.float64)  # [H, W], km, positive on land
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -221,28 +292,34 @@ class ShardDataset(torch.utils.data.Dataset):
             verify_shard(self.root, self.shards[shard])
             self._verified.add(shard)
 
-    def _shard(self, shard: int) -> tuple[h5py.Dataset, h5py.Dataset, np.ndarray]:
-        """``(target, cond, time)`` of a shard, opened on first use in this process; ``time`` ``[n]`` is
-        read whole (looking a dataset up by name costs tens of microseconds: done once). The shard's
-        checksum is verified first, unless already done in this process or before pickling."""
+    def _shard(self, shard: int) -> tuple[dict[str, h5py.Dataset], np.ndarray]:
+        """The arrays of a shard by name and its ``time`` ``[n]``, opened on first use in this process
+        (looking a dataset up by name costs tens of microseconds: done once). The shard's checksum is
+        verified first, unless already done in this process or before pickling."""
         if shard not in self._files:
             self._verify(shard)
             f = open_shard(self.paths[shard])
-            self._files[shard] = (f["target"], f["cond"], f["time"][...])
+            self._files[shard] = ({name: f[name] for name in ARRAYS if name in f}, f["time"][...])
         return self._files[shard]
+
+    def _empty(self, n: int, hw: tuple[int, int]) -> dict[str, np.ndarray]:
+        """Uninitialized ``target``, ``cond`` (and ``context``) arrays of a batch of ``n`` windows ``hw``."""
+        out = {"target": np.empty((n, len(self.manifest.targets), *hw), np.float32),
+               "cond": np.empty((n, self.layout.cond_channels, *hw), np.float32)}
+        if self.layout.context_shape is not None:
+            out["context"] = np.empty((n, *self.layout.context_shape), np.float32)
+        return out
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if self.patch is not None:
             return self._windows(self._plan[i])
         shard, start, stop = (int(v) for v in self._plan[i])
-        target_ds, cond_ds, days = self._shard(shard)
-        target = np.empty((stop - start, target_ds.shape[1], *self.grid), np.float32)
-        read_rows(target_ds, target, start)
-        cond = np.empty((stop - start, cond_ds.shape[1] + self._static.shape[0], *self.grid), np.float32)
-        read_rows(cond_ds, cond, start)  # dynamic channels first, then the statics
-        cond[:, cond_ds.shape[1]:] = self._static
+        arrays, days = self._shard(shard)
+        out = self._empty(stop - start, self.grid)
+        read_rows(arrays["target"], out["target"], start)
+        self.layout.read(arrays, start, cond=out["cond"], origin=(0, 0), context=out.get("context"))
         days = days[start:stop]
-        return {"target": torch.from_numpy(target), "cond": torch.from_numpy(cond),
+        return {**{k: torch.from_numpy(v) for k, v in out.items()},
                 "doy": torch.from_numpy(day_of_year(days)), "time": torch.from_numpy(days.copy()),
                 "index": torch.arange(start, stop, dtype=torch.int64) + int(self.offsets[shard]),
                 "window": torch.zeros((stop - start, 2), dtype=torch.int64)}
@@ -252,25 +329,23 @@ class ShardDataset(torch.utils.data.Dataset):
         and read as one hyperslab per dataset."""
         origins = window_origins(index, seed=self.seed, epoch=self.epoch, grid=self.grid, patch=self.patch)
         shards = np.searchsorted(self.offsets, index, side="right") - 1
-        (h, w), n, dynamic = self.patch, len(index), len(self.manifest.conditions)
-        target = np.empty((n, len(self.manifest.targets), h, w), np.float32)
-        cond = np.empty((n, dynamic + self._static.shape[0], h, w), np.float32)
-        days = np.empty(n, np.int64)
+        out = self._empty(len(index), self.patch)
+        days = np.empty(len(index), np.int64)
         for k, (shard, (r, c)) in enumerate(zip(shards.tolist(), origins.tolist(), strict=True)):
-            target_ds, cond_ds, shard_days = self._shard(shard)
+            arrays, shard_days = self._shard(shard)
             row = int(index[k] - self.offsets[shard])
-            read_rows(target_ds, target[k:k + 1], row, origin=(r, c))
-            read_rows(cond_ds, cond[k:k + 1], row, origin=(r, c))
-            cond[k, dynamic:] = self._static[:, r:r + h, c:c + w]
+            read_rows(arrays["target"], out["target"][k:k + 1], row, origin=(r, c))
+            context = out["context"][k:k + 1] if "context" in out else None
+            self.layout.read(arrays, row, cond=out["cond"][k:k + 1], origin=(r, c), context=context)
             days[k] = shard_days[row]
-        return {"target": torch.from_numpy(target), "cond": torch.from_numpy(cond),
+        return {**{k: torch.from_numpy(v) for k, v in out.items()},
                 "doy": torch.from_numpy(day_of_year(days)), "time": torch.from_numpy(days),
                 "index": torch.from_numpy(np.asarray(index, np.int64).copy()),
                 "window": torch.from_numpy(origins)}
 
     def close(self) -> None:
-        for target_ds, _, _ in self._files.values():
-            target_ds.file.close()
+        for arrays, _ in self._files.values():
+            next(iter(arrays.values())).file.close()
         self._files = {}
 
     def __getstate__(self) -> dict[str, Any]:

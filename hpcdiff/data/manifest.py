@@ -20,6 +20,10 @@ A *conditions-only* dataset (a recipe with ``target: null``: dates without truth
 dataset whose statistics it reuses (path, ``manifest_sha256``, normalization fingerprint); its
 ``targets`` / ``conditions`` / ``static_channels`` are that dataset's entries, so the two fingerprints
 are equal and the targets' names, units and bounds are there for sampling and merging.
+
+A dataset preprocessed with a ``context:`` section has ``context`` (:class:`~hpcdiff.data.context.
+ContextInfo`): the stored days, the box's variables, statistics and cell centres, and every date dropped
+because its context was incomplete, with the day it lacked.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcdiff.config import read_versioned_json
+from hpcdiff.data.context import ContextInfo
 from hpcdiff.data.transforms import Bounds, ChannelStats
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import calendar_name
@@ -104,6 +109,7 @@ class Manifest:
     raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
     normalization_from: NormalizationSource | None = None  # set for a conditions-only dataset
     calendar: str = "standard"  # of its dates and day numbers (see hpcdiff.timeaxis)
+    context: ContextInfo | None = None  # neighbouring days and the large-domain box (recipe context)
 
     @property
     def conditions_only(self) -> bool:
@@ -135,8 +141,16 @@ class Manifest:
     def normalization(self) -> dict[str, list[list[Any]]]:
         """Channel names and the statistics that map them to normalized values (what a trained network
         depends on), by kind."""
-        return {kind: [[c.name, *c.stats.normalization()] for c in getattr(self, kind)]
-                for kind in ("targets", "conditions", "static_channels")}
+        out = {kind: [[c.name, *c.stats.normalization()] for c in getattr(self, kind)]
+               for kind in ("targets", "conditions", "static_channels")}
+        if self.context is not None and self.context.has_box:
+            out["context"] = [[c.name, *c.stats.normalization()] for c in self.context_channels]
+        return out
+
+    @property
+    def context_channels(self) -> tuple[Channel, ...]:
+        """The context box's channels (one per variable; every stored day uses its statistics)."""
+        return parse_channels(self.context.box_channels) if self.context is not None else ()
 
     def fingerprint(self) -> str:
         """SHA-256 of :meth:`normalization`: two datasets with the same fingerprint feed a network the same
@@ -216,7 +230,8 @@ def parse_manifest(data: Mapping[str, Any], *, root: Path) -> Manifest:
         splits={name: _split(split) for name, split in data["splits"].items()},
         recipe=dict(data.get("recipe") or {}), raw=dict(data),
         normalization_from=_normalization_from(data),
-        calendar=calendar_name(data.get("calendar"), where=f"{root}: manifest"))
+        calendar=calendar_name(data.get("calendar"), where=f"{root}: manifest"),
+        context=ContextInfo.from_json(data.get("context")))
 
 
 def _normalization_from(data: Mapping[str, Any]) -> NormalizationSource | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcdiff.data.context import plan_context
 from hpcdiff.data.era5 import Era5Inputs, scan_era5_inputs
 from hpcdiff.data.formats import is_zarr_store
 from hpcdiff.data.recipe import CONDITIONS_SPLIT, PreprocessRecipe
@@ -129,26 +130,59 @@ def check_era5_covers(dates: np.ndarray, inputs: Inputs, *, target_at: dict) -> 
                            f"{inputs.targets[target_at[date.item()]].path} (mismatched time axes?)")
 
 
-def plan_splits(recipe: PreprocessRecipe, inputs: Inputs) -> dict[str, np.ndarray]:
-    """Sorted dates (datetime64[D]) per split, each with a target value and a complete ERA5 day. A
-    conditions-only recipe puts every complete ERA5 day in the one split :data:`CONDITIONS_SPLIT`."""
+DroppedDates = list[tuple[np.datetime64, int, str]]  # (date, offset, why): dates whose context is incomplete
+
+
+def plan_splits(recipe: PreprocessRecipe, inputs: Inputs) -> tuple[dict[str, np.ndarray], DroppedDates]:
+    """Sorted dates (datetime64[D]) per split, each with a target value and a complete ERA5 day, and the
+    dates left out because their context (``recipe.context``: neighbouring days) is incomplete. A
+    conditions-only recipe puts every complete ERA5 day in the one split :data:`CONDITIONS_SPLIT`. The
+    test split's random dates are drawn among the dates that keep their context."""
     if recipe.target is None:
         dates = era5_dates(inputs)
+        dropped: DroppedDates = []
+        if recipe.context is not None:
+            keep, dropped = plan_context(dates, section=recipe.context, complete=dates, allowed_years=None)
+            dates = dates[keep]
         if dates.size == 0:
-            raise HpcdiffError(f"{inputs.era5.files[0].parent}: the ERA5 inputs hold no complete day")
-        return {CONDITIONS_SPLIT: dates}
+            raise HpcdiffError(f"{inputs.era5.files[0].parent}: the ERA5 inputs hold no complete day"
+                               + (" with its context days" if dropped else ""))
+        return {CONDITIONS_SPLIT: dates}, dropped
     if inputs.era5.calendar != "standard":
         raise HpcdiffError(f"{inputs.era5.files[0]}: the inputs use the {inputs.era5.calendar} calendar; "
                            "a dataset with targets needs standard-calendar inputs (DANRA's days). "
                            "Preprocess them as a conditions-only dataset (target: null, normalization: "
                            "{dataset: ...})")
-    available = np.concatenate([t.dates for t in inputs.targets])
+    available = np.unique(np.concatenate([t.dates for t in inputs.targets]))
     where = f"target files {inputs.targets[0].path.parent}"
+    available, dropped = _with_context(recipe, inputs, available)
     splits = split_dates(available, recipe.split, where=where)
     target_at = _locate(inputs.targets)
     for dates in splits.values():
         check_era5_covers(dates, inputs, target_at=target_at)
-    return splits
+    return splits, dropped
+
+
+def _with_context(recipe: PreprocessRecipe, inputs: Inputs,
+                  available: np.ndarray) -> tuple[np.ndarray, DroppedDates]:
+    """The ``available`` target dates whose context days can all be had, and the dropped ones (only dates
+    of the splits' years count)."""
+    if recipe.context is None or not recipe.context.offsets:
+        return available, []
+    complete = era5_dates(inputs)
+    years = available.astype("datetime64[Y]").astype(int) + 1970
+    keep = np.zeros(available.size, bool)
+    dropped: DroppedDates = []
+    for split_years in recipe.split.years().values():
+        mine = np.isin(years, split_years)
+        allowed = split_years if recipe.context.neighbours == "split" else None
+        ok, lost = plan_context(available[mine], section=recipe.context, complete=complete,
+                                allowed_years=allowed)
+        keep[np.flatnonzero(mine)[ok]] = True
+        dropped += lost
+    outside = ~np.isin(years, [y for ys in recipe.split.years().values() for y in ys])
+    keep |= outside  # dates of no split: split_dates ignores them
+    return available[keep], sorted(dropped, key=lambda d: d[0])
 
 
 def plan_shards(splits: dict[str, np.ndarray], *, rank: int, world_size: int,

@@ -38,7 +38,13 @@ from hpcdiff import __version__
 from hpcdiff.config import dump_config, to_dict
 from hpcdiff.data import plan as planning
 from hpcdiff.data.collective import Collective
-from hpcdiff.data.conditions_only import borrowed_channels, load_normalization, normalization_record
+from hpcdiff.data.conditions_only import (
+    borrowed_channels,
+    borrowed_context,
+    load_normalization,
+    normalization_record,
+)
+from hpcdiff.data.context import BoxPlan, ContextInfo, Dropped, check_inside, needed_days, plan_box
 from hpcdiff.data.era5 import units_of
 from hpcdiff.data.formats import OpenInputs
 from hpcdiff.data.manifest import SCHEMA_VERSION, Manifest, check_replaceable, write_manifest
@@ -86,6 +92,8 @@ class Setup:
     regrid: BilinearPlan
     per_shard: int
     normalization: Manifest | None = None  # the training dataset of a conditions-only recipe
+    box: BoxPlan | None = None  # the context box on the ERA5 grid (recipe context.box)
+    dropped: planning.DroppedDates = dataclasses.field(default_factory=list)  # context incomplete
 
     @property
     def target_variables(self) -> list[TargetVariable]:
@@ -96,10 +104,20 @@ class Setup:
     def hw(self) -> tuple[int, int]:
         return self.statics.lsm.shape
 
+    @property
+    def offsets(self) -> list[int]:
+        """The neighbouring days stored in ``temporal`` (recipe ``context.days`` without 0)."""
+        return self.recipe.context.offsets if self.recipe.context is not None else []
+
+    @property
+    def days(self) -> list[int]:
+        """Every stored day offset, 0 included (the ``context`` array's order)."""
+        return list(self.recipe.context.days) if self.recipe.context is not None else [0]
+
     def sample_bytes(self) -> int:
-        """Bytes of one sample in a shard: every channel float32 ``[H, W]`` and its time stamp."""
-        channels = len(self.recipe.era5.variables) + len(self.target_variables)
-        return channels * self.statics.lsm.size * 4 + 8
+        """Bytes of one sample in a shard: every channel float32 ``[H, W]`` (the neighbouring days' too),
+        the context box's ``[Hx, Wx]`` and its time stamp."""
+        return sample_bytes(self.recipe, hw=self.hw, box=self.box)
 
     def dataset_bytes(self) -> int:
         """What the dataset will take on disk, uncompressed (pass 1 writes it so): the samples, HDF5's own
@@ -131,29 +149,58 @@ def prepare(recipe: PreprocessRecipe) -> Setup:
     normalization = None
     if recipe.conditions_only:
         normalization = load_normalization(recipe, grid=inputs.grid, window=window, statics=statics)
-    channels = len(recipe.era5.variables) + (len(recipe.target.variables) if recipe.target else 0)
-    per_shard = samples_per_shard(sample_bytes=channels * statics.lsm.size * 4 + 8,
+    box = None
+    if recipe.context is not None and recipe.context.box is not None:
+        box = plan_box(recipe.context.box, lat=era5.lat, lon=era5.lon,
+                       names=[v.name for v in recipe.era5.variables], where=str(era5.files[0]),
+                       rotated=era5.projection is not None)
+        check_inside(box, lat=statics.lat, lon=statics.lon, where="recipe")
+        if normalization is not None:
+            borrowed_context(normalization, recipe.context, box=box, where=str(recipe.normalization.dataset))
+    per_shard = samples_per_shard(sample_bytes=sample_bytes(recipe, hw=statics.lsm.shape, box=box),
                                   samples=recipe.shards.samples_per_shard, shard_mb=recipe.shards.shard_mb,
                                   chunk=recipe.shards.batch_chunk)
-    return Setup(recipe=recipe, inputs=inputs, splits=planning.plan_splits(recipe, inputs), window=window,
-                 statics=statics, regrid=regrid, per_shard=per_shard, normalization=normalization)
+    splits, dropped = planning.plan_splits(recipe, inputs)
+    return Setup(recipe=recipe, inputs=inputs, splits=splits, window=window, statics=statics, regrid=regrid,
+                 per_shard=per_shard, normalization=normalization, box=box, dropped=dropped)
 
 
-def read_block(setup: Setup, block: planning.Block,
-               files: OpenInputs) -> tuple[np.ndarray, np.ndarray | None]:
-    """One block's conditions ``[n, Cc, H, W]`` and targets ``[n, Ct, H, W]`` (``None`` for a
-    conditions-only recipe) in transformed (``g``, un-normalized) space, float32."""
+def sample_bytes(recipe: PreprocessRecipe, *, hw: tuple[int, int], box: BoxPlan | None) -> int:
+    """Bytes of one sample in a shard (see :meth:`Setup.sample_bytes`)."""
+    days = len(recipe.context.days) if recipe.context is not None else 1
+    channels = len(recipe.era5.variables) * days + (len(recipe.target.variables) if recipe.target else 0)
+    boxed = 0 if box is None else len(box.variables) * days * box.shape[0] * box.shape[1]
+    return (channels * hw[0] * hw[1] + boxed) * 4 + 8
+
+
+def shaped(fields: np.ndarray, specs: list) -> np.ndarray:
+    """``g`` of each channel of ``fields`` ``[n, C, ...]`` (the transforms' shape function), float32."""
+    for c, spec in enumerate(specs):
+        fields[:, c] = shape_forward(fields[:, c], kind=spec.transform, scale=spec.scale)
+    return fields.astype(np.float32)
+
+
+def read_block(setup: Setup, block: planning.Block, files: OpenInputs) -> dict[str, np.ndarray]:
+    """One block's arrays in transformed (``g``, un-normalized) space, float32: ``cond`` ``[n, Cc, H, W]``,
+    ``target`` ``[n, Ct, H, W]`` (not for a conditions-only recipe), with a context ``temporal``
+    ``[n, Cc · D', H, W]`` (the neighbouring days) and, with a box, ``context`` ``[n, Cx · D, Hx, Wx]``."""
     recipe = setup.recipe
-    cond = apply_bilinear(setup.regrid, setup.inputs.era5.read_days(files, block.dates))
-    for c, spec in enumerate(recipe.era5.variables):
-        cond[:, c] = shape_forward(cond[:, c], kind=spec.transform, scale=spec.scale)
-    if recipe.target is None:
-        return cond.astype(np.float32), None
-    target = read_target_days(files, setup.inputs.targets[block.target], recipe.target.variables,
-                              index=block.target_index, window=setup.window)
-    for c, spec in enumerate(recipe.target.variables):
-        target[:, c] = shape_forward(target[:, c], kind=spec.transform, scale=spec.scale)
-    return cond.astype(np.float32), target.astype(np.float32)
+    days = needed_days(block.dates, setup.offsets)
+    raw = setup.inputs.era5.read_days(files, days)
+    regridded = shaped(apply_bilinear(setup.regrid, raw), list(recipe.era5.variables))
+    rows = {o: np.searchsorted(days, block.dates + np.timedelta64(o, "D")) for o in setup.days}
+    out = {"cond": regridded[rows[0]]}
+    if setup.offsets:
+        out["temporal"] = np.concatenate([regridded[rows[o]] for o in setup.offsets], axis=1)
+    if setup.box is not None:
+        specs = [recipe.era5.variables[i] for i in setup.box.variables]
+        box = shaped(setup.box.cut(raw), specs)
+        out["context"] = np.concatenate([box[rows[o]] for o in setup.days], axis=1)
+    if recipe.target is not None:
+        target = read_target_days(files, setup.inputs.targets[block.target], recipe.target.variables,
+                                  index=block.target_index, window=setup.window)
+        out["target"] = shaped(target, list(recipe.target.variables))
+    return out
 
 
 def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: list[planning.Block], *,
@@ -162,11 +209,18 @@ def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: l
     statistics of ``g`` (targets over land pixels, conditions over the whole domain) and of the
     residuals ``g_t - g_c`` of the :attr:`Setup.pairs` (whole domain)."""
     recipe = setup.recipe
-    channels = {"target": len(setup.target_variables), "cond": len(recipe.era5.variables)}
+    dynamic = len(recipe.era5.variables)
+    channels = {"target": len(setup.target_variables), "cond": dynamic}
     if recipe.target is None:  # conditions-only: no target array
         del channels["target"]
     stats = {name: RunningStats.empty(c) for name, c in channels.items()}
     stats["residual"] = RunningStats.empty(len(setup.pairs))
+    if setup.offsets:
+        channels["temporal"] = dynamic * len(setup.offsets)
+    box = None
+    if setup.box is not None:
+        box = (len(setup.box.variables) * len(setup.days), setup.box.shape)
+        stats["context"] = RunningStats.empty(len(setup.box.variables))
     land = setup.statics.lsm > 0.5
     by_shard: dict[int, list[planning.Block]] = {}
     for block in blocks:
@@ -177,20 +231,30 @@ def write_unnormalized(setup: Setup, shards: list[planning.ShardPlan], blocks: l
         for k, shard in enumerate(shards):
             with create_shard(folder / shard_name(shard.split, shard.rank, shard.index), n=shard.dates.size,
                               channels=channels, hw=setup.hw, chunk=recipe.shards.batch_chunk,
-                              chunk_hw=recipe.shards.chunk_hw) as f:
+                              chunk_hw=recipe.shards.chunk_hw, box=box) as f:
                 f["time"][:] = to_days(shard.dates)
                 for block in by_shard[k]:
-                    cond, target = read_block(setup, block, files)
+                    arrays = read_block(setup, block, files)
                     rows = slice(block.offset, block.offset + block.dates.size)
-                    f["cond"][rows] = cond
-                    if target is not None:
-                        f["target"][rows] = target
+                    for name, values in arrays.items():
+                        f[name][rows] = values
                     if block.split == "train":
-                        stats["target"].update(target, land)
-                        stats["cond"].update(cond)
-                        _update_residual(stats["residual"], setup.pairs, target=target, cond=cond)
+                        _update_stats(stats, arrays, setup=setup, land=land)
                     bar.update(block.dates.size)
     return stats
+
+
+def _update_stats(stats: dict[str, RunningStats], arrays: dict[str, np.ndarray], *, setup: Setup,
+                  land: np.ndarray) -> None:
+    """Add a training block: targets over land, same-day conditions and the same-day box everywhere, and
+    the residuals of :attr:`Setup.pairs`."""
+    target, cond = arrays["target"], arrays["cond"]
+    stats["target"].update(target, land)
+    stats["cond"].update(cond)
+    _update_residual(stats["residual"], setup.pairs, target=target, cond=cond)
+    if "context" in stats:
+        day0 = setup.days.index(0) * len(setup.box.variables)
+        stats["context"].update(arrays["context"][:, day0:day0 + len(setup.box.variables)])
 
 
 def _update_residual(stats: RunningStats, pairs: list[tuple[int, int]], *, target: np.ndarray,
@@ -209,8 +273,7 @@ def finalize_shards(setup: Setup, shards: list[planning.ShardPlan], *, folder: P
         name = shard_name(shard.split, shard.rank, shard.index)
         attrs = {"split": shard.split, "rank": shard.rank, "index": shard.index,
                  "schema_version": SCHEMA_VERSION}
-        standardize_shard(folder / name, stats={k: stats[k] for k in ("target", "cond") if k in stats},
-                          attrs=attrs)
+        standardize_shard(folder / name, stats=shard_stats(setup, stats), attrs=attrs)
         if setup.recipe.shards.compression is not None:
             compress_shard(folder / name, compression=setup.recipe.shards.compression)
         entries.append({"split": shard.split, "path": name, "n": int(shard.dates.size),
@@ -218,12 +281,26 @@ def finalize_shards(setup: Setup, shards: list[planning.ShardPlan], *, folder: P
     return entries
 
 
+def shard_stats(setup: Setup, stats: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The statistics each array of a shard is normalized with: the neighbouring days' conditions with
+    the same-day conditions' (per variable), every day's box with the same-day box's."""
+    out = {k: stats[k] for k in ("target", "cond") if k in stats}
+    if setup.offsets:
+        out["temporal"] = list(stats["cond"]) * len(setup.offsets)
+    if setup.box is not None:
+        out["context"] = list(stats["box"]) * len(setup.days)
+    return out
+
+
 def fitted_channels(setup: Setup, parts: list[dict[str, RunningStats]]) -> dict[str, list[dict[str, Any]]]:
     """Statistics of the target and condition channels merged over ranks, and the residual RMS of each
     target (normalized units; ``None`` where it has no pair). A conditions-only recipe: the conditions'
     statistics of the training dataset it names (nothing was fitted)."""
     if setup.normalization is not None:
-        return {"cond": [e["stats"] for e in borrowed_channels(setup.normalization)["conditions"]]}
+        out = {"cond": [e["stats"] for e in borrowed_channels(setup.normalization)["conditions"]]}
+        if setup.box is not None:
+            out["box"] = [dict(c["stats"]) for c in setup.normalization.context.box_channels]
+        return out
     recipe, out = setup.recipe, {}
     for key, specs in (("target", setup.target_variables), ("cond", recipe.era5.variables)):
         total = merged([p[key] for p in parts])
@@ -236,7 +313,30 @@ def fitted_channels(setup: Setup, parts: list[dict[str, RunningStats]]) -> dict[
         mean_square = residual.m2[j] / max(residual.count[j], 1.0) + residual.mean[j] ** 2
         rms[k] = float(np.sqrt(mean_square) / out["target"][k]["std"])
     out["residual_rms"] = rms
+    if setup.box is not None:
+        specs = [recipe.era5.variables[i] for i in setup.box.variables]
+        out["box"] = channel_stats(merged([p["context"] for p in parts]),
+                                   kinds=[s.transform for s in specs], scales=[s.scale for s in specs],
+                                   names=[f"context {s.name}" for s in specs])
     return out
+
+
+def context_record(setup: Setup, channels: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The manifest's ``context`` (:class:`hpcdiff.data.context.ContextInfo`)."""
+    section, box = setup.recipe.context, setup.box
+    calendar = setup.inputs.era5.calendar
+    dropped = {}
+    for date, offset, why in setup.dropped:
+        day, missing = iso_dates(to_days(np.array([date, date + np.timedelta64(offset, "D")])), calendar)
+        dropped[day] = Dropped(date=day, offset=offset, missing=missing, why=why)
+    names = [setup.recipe.era5.variables[i].name for i in box.variables] if box is not None else []
+    entries = [{"name": n, "units": units_of(setup.recipe.era5.variables[i]), "stats": s}
+               for n, i, s in zip(names, box.variables if box else [], channels.get("box", []), strict=True)]
+    info = ContextInfo(days=tuple(section.days), neighbours=section.neighbours, box_variables=tuple(names),
+                       box_channels=tuple(entries),
+                       box_lat=tuple(float(v) for v in box.lat) if box is not None else (),
+                       box_lon=tuple(float(v) for v in box.lon) if box is not None else (), dropped=dropped)
+    return info.to_json()
 
 
 def zscore_stats(field: np.ndarray) -> dict[str, Any]:
@@ -288,6 +388,7 @@ def build_manifest(setup: Setup, *, channels: dict[str, list[dict[str, Any]]],
             "time_units": TIME_UNITS, "calendar": setup.inputs.era5.calendar,
             "recipe": to_dict(recipe), "targets": targets, "conditions": conditions,
             "static_channels": statics, **extra,
+            **({"context": context_record(setup, channels)} if recipe.context is not None else {}),
             "grid": {"shape": list(setup.hw), "full_shape": list(grid.lat.shape), "window": window,
                      "grid_mapping": grid.mapping_name, "projection": grid.mapping},
             "static": {"path": "static.h5", "sha256": static_sha256},

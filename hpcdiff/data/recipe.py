@@ -156,6 +156,56 @@ class ShardSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class ContextBox:
+    """The large-domain box of the spatial context, on the ERA5 inputs' own latitude-longitude grid:
+    ``lon`` ``[west, east]`` and ``lat`` ``[south, north]`` (degrees; longitudes in -180..180, so a box
+    across 0 deg E has a negative west), optionally coarsened by block means of ``coarsen`` x ``coarsen``
+    cells. ``variables``: the ERA5 variables (names of ``era5.variables``) stored over the box; null:
+    all of them."""
+
+    lon: tuple[float, float]
+    lat: tuple[float, float]
+    coarsen: int = 1
+    variables: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi), limit in (("lon", self.lon, 180.0), ("lat", self.lat, 90.0)):
+            if not -limit <= lo < hi <= limit:
+                raise ValueError(f"context.box.{name} must be [low, high] with -{limit:g} <= low < high "
+                                 f"<= {limit:g}, got {list((lo, hi))}")
+        if self.coarsen < 1:
+            raise ValueError(f"context.box.coarsen must be a positive integer, got {self.coarsen}")
+        repeats = self.variables is not None and len(set(self.variables)) != len(self.variables)
+        if self.variables is not None and (not self.variables or repeats):
+            raise ValueError("context.box.variables must be null or a non-empty list without repeats")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextSection:
+    """Large-scale context stored with every sample (:mod:`hpcdiff.data.context`). ``days``: offsets from
+    each date (0 included; e.g. [-2, -1, 0], +1 allowed) whose ERA5 conditions are stored on the target
+    grid (the array ``temporal``) and, with a ``box``, over the box (the array ``context``).
+    ``neighbours``: ``split``: a neighbouring day must lie in a year of the date's own split (no split
+    sees another's days); ``any``: any complete ERA5 day. A date whose days cannot all be had is dropped
+    and counted in the manifest, never filled."""
+
+    days: list[int] = dataclasses.field(default_factory=lambda: [0])
+    neighbours: Literal["split", "any"] = "split"
+    box: ContextBox | None = None
+
+    def __post_init__(self) -> None:
+        if 0 not in self.days or len(set(self.days)) != len(self.days):
+            raise ValueError(f"context.days must list 0 and no offset twice, got {list(self.days)}")
+        if any(abs(d) > 31 for d in self.days):
+            raise ValueError(f"context.days are offsets of at most 31 days, got {list(self.days)}")
+
+    @property
+    def offsets(self) -> list[int]:
+        """The neighbouring days: ``days`` without 0, in the recipe's order (the ``temporal`` array's)."""
+        return [d for d in self.days if d != 0]
+
+
+@dataclasses.dataclass(frozen=True)
 class NormalizationSection:
     """The training dataset whose normalization a conditions-only dataset reuses (its conditions', static
     channels' and targets' statistics): a run trained on it samples the new dataset."""
@@ -173,6 +223,7 @@ class PreprocessRecipe:
     normalization: NormalizationSection | None = None  # only without a target
     shards: ShardSection = ShardSection()
     domain: Domain | None = None
+    context: ContextSection | None = None  # null: the same day's conditions on the target grid only
     slurm: CpuSlurmSection = CpuSlurmSection()  # for ``hpcdiff submit preprocess``: one task per rank
 
     def __post_init__(self) -> None:
@@ -185,6 +236,11 @@ class PreprocessRecipe:
             if len(set(names)) != len(names):
                 raise ValueError(f"{section}.variables lists a name twice")
         self._check_conditions_only()
+        box = self.context.box if self.context is not None else None
+        if box is not None and box.variables is not None:
+            unknown = sorted(set(box.variables) - {v.name for v in self.era5.variables})
+            if unknown:
+                raise ValueError(f"context.box.variables {unknown} are not in era5.variables")
 
     def _check_conditions_only(self) -> None:
         if self.target is not None:

@@ -6,7 +6,9 @@ A shard ``shards/<split>-<rank>-<k>.h5`` holds ``n`` consecutive samples of one 
 - ``target`` ``[n, Ct, H, W]`` float32, normalized (see :mod:`hpcdiff.data.transforms`);
 - ``cond`` ``[n, Cc, H, W]`` float32, the normalized *dynamic* ERA5 conditions on the target grid
   (static channels are not repeated; the loader appends them from ``static.h5``);
-- ``time`` ``[n]`` int64, days since 1970-01-01 (the date of the daily value).
+- ``time`` ``[n]`` int64, days since 1970-01-01 (the date of the daily value);
+- with a recipe ``context:`` (:mod:`hpcdiff.data.context`), ``temporal`` ``[n, Cc · D', H, W]`` (the
+  neighbouring days' conditions) and ``context`` ``[n, Cx · D, Hx, Wx]`` (the large-domain box).
 
 ``target`` and ``cond`` are chunked ``[batch_chunk, C, H, W]``: a batch of ``batch_chunk`` aligned
 samples is one chunk per dataset, and uncompressed chunks written in order lie back to back in the
@@ -32,6 +34,8 @@ import numpy as np
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import TIME_UNITS
 
+ARRAYS = ("target", "cond", "temporal", "context")  # the sample arrays a shard may hold, besides time
+CONTEXT = "context"
 COPY_SAMPLES = 16  # samples per read/write while normalizing or compressing a shard (bounded memory)
 
 
@@ -55,14 +59,20 @@ def compression_options(kind: str | None) -> dict[str, Any]:
 
 
 def create_shard(path: Path, *, n: int, channels: Mapping[str, int], hw: tuple[int, int],
-                 chunk: int, chunk_hw: tuple[int, int] | None = None) -> h5py.File:
-    """An open, uncompressed shard: float32 ``target``/``cond`` ``[n, C, H, W]`` chunked
-    ``[chunk, C, H, W]`` (``[chunk, C, *chunk_hw]`` with spatial chunks: a training window then reads
-    only the chunks it touches) and ``time`` ``[n]`` int64 (days since 1970-01-01)."""
+                 chunk: int, chunk_hw: tuple[int, int] | None = None,
+                 box: tuple[int, tuple[int, int]] | None = None) -> h5py.File:
+    """An open, uncompressed shard: float32 arrays ``[n, C, H, W]`` named by ``channels`` (``target``,
+    ``cond``, ``temporal``) chunked ``[chunk, C, H, W]`` (``[chunk, C, *chunk_hw]`` with spatial chunks:
+    a training window then reads only the chunks it touches), with ``box`` ``(C, (Hx, Wx))`` a
+    ``context`` array ``[n, C, Hx, Wx]`` chunked whole per sample run, and ``time`` ``[n]`` int64 (days
+    since 1970-01-01)."""
     f = h5py.File(path, "w")
     tile = hw if chunk_hw is None else (min(chunk_hw[0], hw[0]), min(chunk_hw[1], hw[1]))
     for name, c in channels.items():
         f.create_dataset(name, shape=(n, c, *hw), dtype=np.float32, chunks=(min(chunk, n), c, *tile))
+    if box is not None:
+        c, box_hw = box
+        f.create_dataset(CONTEXT, shape=(n, c, *box_hw), dtype=np.float32, chunks=(min(chunk, n), c, *box_hw))
     f.create_dataset("time", shape=(n,), dtype=np.int64).attrs["units"] = TIME_UNITS
     return f
 
@@ -86,7 +96,7 @@ def compress_shard(path: Path, *, compression: str) -> None:
     """Rewrite the shard ``path`` with its ``target``/``cond`` chunks compressed (same chunk shape)."""
     tmp = path.with_suffix(".compressing")
     with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
-        for name in [n for n in ("target", "cond") if n in src]:  # a conditions-only shard has no target
+        for name in [n for n in ARRAYS if n in src]:  # a conditions-only shard has no target
             ds = dst.create_dataset(name, shape=src[name].shape, dtype=np.float32, chunks=src[name].chunks,
                                     **compression_options(compression))
             step = ds.chunks[0] * max(1, COPY_SAMPLES // ds.chunks[0])
@@ -128,16 +138,18 @@ def open_shard(path: Path) -> h5py.File:
             from None
 
 
-def read_rows(dataset: h5py.Dataset, out: np.ndarray, start: int, *,
-              origin: tuple[int, int] = (0, 0)) -> None:
-    """Read samples ``start .. start + len(out)`` of ``dataset`` ``[N, C, H, W]`` into the first ``C``
-    channels of ``out`` ``[n, C', h, w]`` (``C' >= C``): one hyperslab read straight into ``out``, of the
-    window ``origin .. origin + (h, w)`` (the whole field when ``out`` is ``H x W``), so only the chunks
-    the window touches are read. (h5py's low-level calls: ``read_direct`` costs ~50 us more per call in
-    Python selection code.)"""
-    count = (out.shape[0], dataset.shape[1], *out.shape[2:])
+def read_rows(dataset: h5py.Dataset, out: np.ndarray, start: int, *, origin: tuple[int, int] = (0, 0),
+              channels: slice | None = None, into: int = 0) -> None:
+    """Read samples ``start .. start + len(out)`` of ``dataset`` ``[N, C, H, W]`` (its ``channels``, all
+    by default) into ``out`` ``[n, C', h, w]`` from channel ``into`` on: one hyperslab read straight into
+    ``out``, of the window ``origin .. origin + (h, w)`` (the whole field when ``out`` is ``H x W``), so
+    only the chunks the window touches are read. (h5py's low-level calls: ``read_direct`` costs ~50 us
+    more per call in Python selection code.)"""
+    first, stop, _ = (channels or slice(0, dataset.shape[1])).indices(dataset.shape[1])
+    count = (out.shape[0], stop - first, *out.shape[2:])
+    assert into + count[1] <= out.shape[1], (into, count, out.shape)
     file_space = dataset.id.get_space()
-    file_space.select_hyperslab((start, 0, *origin), count)
+    file_space.select_hyperslab((start, first, *origin), count)
     mem_space = h5py.h5s.create_simple(out.shape)
-    mem_space.select_hyperslab((0,) * out.ndim, count)
+    mem_space.select_hyperslab((0, into, 0, 0), count)
     dataset.id.read(mem_space, file_space, out)

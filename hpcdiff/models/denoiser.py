@@ -88,14 +88,16 @@ class Denoiser(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, doy: torch.Tensor,
                 context: torch.Tensor | None = None) -> torch.Tensor:
         """``[N, C, H, W]`` ``eps`` (``[N, 2C, H, W]`` with the variance channels after it), float32.
-        ``context [N, Cx, Hx, Wx]`` goes to the backbone in its dtype, as ``cond`` does; without it the
-        backbone is called with the four inputs only."""
+        ``context [N, Cx, Hx, Wx]`` goes to the backbone in its dtype, ``cond`` in float32 (the backbone
+        casts it); without a context the backbone is called with the four inputs only."""
         dtype = next(self.backbone.parameters()).dtype
         precision = (torch.autocast(x_t.device.type, dtype=self.autocast) if self.autocast is not None
                      else contextlib.nullcontext())
         extra = {} if context is None else {"context": context.to(dtype)}
         with precision:
-            out = self.backbone(x_t.to(dtype), t, cond.to(dtype), doy, **extra)
+            # cond stays float32: the backbone casts it where it joins the input, after reading the pixels'
+            # places in a context box from it at full precision
+            out = self.backbone(x_t.to(dtype), t, cond, doy, **extra)
         out = out.float()
         channels = x_t.shape[1]
         pred, rest = out[:, :channels], out[:, channels:]

@@ -24,8 +24,6 @@ from torch import nn
 
 DAYS_PER_YEAR = 365.25
 CONTEXT_INJECTS = ("embedding", "features", "both")
-# how far outside [-1, 1] a pixel's position in the context box may be (rounding of the coordinates)
-CONTEXT_COORD_LIMIT = 1.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,8 +363,9 @@ class UNet(nn.Module):
             f"t {tuple(t.shape)} and doy {tuple(doy.shape)} must be [{n}]"
 
     def _check_context(self, context: torch.Tensor | None, cond: torch.Tensor) -> None:
-        """``context [N, Cx, Hx, Wx]`` given iff the model has context channels; in features mode the
-        coordinate channels of ``cond`` inside the box (this reads them: a device sync)."""
+        """``context [N, Cx, Hx, Wx]`` given iff the model has context channels. (That the coordinate
+        channels lie in [-1, 1] is the data's guarantee: preprocessing refuses a box that does not contain
+        the target grid; checking it here would cost a device sync every call.)"""
         if self.context_channels == 0:
             assert context is None, "context given to a model built without context (context_channels=0)"
             return
@@ -375,11 +374,6 @@ class UNet(nn.Module):
         assert context.ndim == 4 and context.shape[:2] == (n, self.context_channels) \
             and min(context.shape[-2:]) >= 1, \
             f"context {tuple(context.shape)}, expected [{n}, {self.context_channels}, Hx, Wx]"
-        if self.context_features:
-            lo, hi = (float(v) for v in torch.aminmax(cond[:, -2:].float()))
-            assert lo >= -CONTEXT_COORD_LIMIT and hi <= CONTEXT_COORD_LIMIT, \
-                (f"context coordinates (the last two cond channels) span [{lo:.4g}, {hi:.4g}], outside the "
-                 f"box's [-1, 1] (tolerance {CONTEXT_COORD_LIMIT})")
 
     def embedding(self, t: torch.Tensor, doy: torch.Tensor) -> torch.Tensor:
         """Time plus day-of-year embedding ``[N, 4 · model_channels]``, in the parameters' dtype."""

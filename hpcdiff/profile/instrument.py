@@ -24,14 +24,18 @@ from hpcdiff.train.job import TrainJob
 from hpcdiff.train.loop import Trainer, peak_memory_mb
 
 
-def synthetic_stream(first: dict[str, torch.Tensor], *, seed: int, rank: int) -> Iterator[tuple[int, dict]]:
-    """Random tensors of the shapes of a real batch (``target [B, Ct, H, W]``, ``cond [B, Cc, H, W]``),
-    made once and fed forever: no file I/O, so the step is compute and communication only. ``doy`` and
-    ``time`` are the real batch's; ``index`` moves on, so every step draws new diffusion noise."""
+def synthetic_stream(first: dict[str, torch.Tensor], *, seed: int, rank: int,
+                     keep: int = 0) -> Iterator[tuple[int, dict]]:
+    """Random tensors of the shapes of a real batch (``target [B, Ct, H, W]``, ``cond [B, Cc, H, W]``, a
+    ``context``), made once and fed forever: no file I/O, so the step is compute and communication only.
+    ``doy``, ``time`` and the last ``keep`` condition channels (the pixels' places in a context box) are
+    the real batch's; ``index`` moves on, so every step draws new diffusion noise."""
     gen = generator(seed, SYNTHETIC, rank)
     batch = {k: v.clone() for k, v in first.items()}
-    for key in ("target", "cond"):
+    for key in [k for k in ("target", "cond", "context") if k in first]:
         batch[key] = torch.randn(first[key].shape, generator=gen, dtype=first[key].dtype)
+    if keep:
+        batch["cond"][:, -keep:] = first["cond"][:, -keep:]
     n, step = len(batch["index"]), 0
     while True:
         yield 0, {**batch, "index": torch.arange(step * n, (step + 1) * n, dtype=torch.int64)}
@@ -49,7 +53,8 @@ class ProfileTrainer(Trainer):
 
     def _batches(self) -> Iterator[tuple[int, dict]]:
         if self.options.get("data", "synthetic") == "synthetic":
-            return synthetic_stream(self.train_ds[0], seed=self.job.train.seed, rank=self.env.rank)
+            keep = 2 if self.spec.context is not None and self.spec.context.spatial else 0
+            return synthetic_stream(self.train_ds[0], seed=self.job.train.seed, rank=self.env.rank, keep=keep)
         return super()._batches()
 
     def _train_step(self, stream: Iterator[tuple[int, dict]]) -> dict[str, Any]:

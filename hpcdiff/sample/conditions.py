@@ -1,8 +1,10 @@
 """The conditions of single dates of a preprocessed dataset, wherever (split, shard, row) they lie.
 
 Sampling needs exactly what the training loader gives the network (:class:`hpcdiff.data.loader.
-ShardDataset`): the normalized dynamic ERA5 channels of the date, then the normalized static channels,
-and the day of year. Planning (which row holds which date) is separate from reading; HDF5 handles open
+ShardDataset`): the normalized dynamic ERA5 channels of the date (and of the neighbouring days the run
+reads), then the normalized static channels, the context box when the run reads one, and the day of
+year. A date the dataset left out because its context was incomplete is an error naming the day it
+lacked. Planning (which row holds which date) is separate from reading; HDF5 handles open
 on first use and are closed by :meth:`ConditionReader.close`.
 """
 
@@ -13,9 +15,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hpcdiff.data.loader import normalized_statics, read_statics
+from hpcdiff.data.context import ContextSelection
+from hpcdiff.data.loader import SampleLayout
 from hpcdiff.data.manifest import Manifest, read_manifest
-from hpcdiff.data.shards import open_shard, read_rows
+from hpcdiff.data.shards import ARRAYS, open_shard
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import calendar_day_of_year, day_numbers, iso_dates
 
@@ -34,32 +37,42 @@ def date_index(manifest: Manifest) -> dict[str, tuple[Path, int]]:
 
 
 class ConditionReader:
-    """Normalized conditions ``[Cc + Cs, H, W]`` and the day of year of any date the dataset holds; with
-    ``positions``, the two position channels follow the statics (as the run's spec says)."""
+    """Normalized conditions ``[C, H, W]``, the context box ``[Cx · S, Hx, Wx]`` (``None`` without a spatial
+    context) and the day of year of any date the dataset holds, assembled by the
+    :class:`~hpcdiff.data.loader.SampleLayout` the run's spec asks for (``positions``, ``context``), as
+    the training loader assembles them."""
 
-    def __init__(self, dataset: Path, *, positions: bool = False) -> None:
+    def __init__(self, dataset: Path, *, positions: bool = False,
+                 context: ContextSelection | None = None) -> None:
         self.root = Path(dataset)
         self.manifest = read_manifest(self.root)
         self.index = date_index(self.manifest)
-        self.static = normalized_statics(read_statics(self.manifest), self.manifest, positions=positions)
-        self.dynamic = len(self.manifest.conditions)
+        self.layout = SampleLayout(self.manifest, positions=positions, context=context)
         self._files: dict[Path, h5py.File] = {}
 
     @property
     def channels(self) -> int:
-        return self.dynamic + self.static.shape[0]
+        return self.layout.cond_channels
 
-    def read(self, date: str) -> tuple[np.ndarray, float]:
-        """``(cond [Cc + Cs, H, W] float32, day of year)`` of ``date`` (ISO)."""
+    def read(self, date: str) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """``(cond [C, H, W] float32, context [Cx · S, Hx, Wx] or None, day of year)`` of ``date`` (ISO)."""
         if date not in self.index:
+            dropped = self.manifest.context.dropped if self.manifest.context is not None else {}
+            if date in dropped:
+                raise HpcdiffError(f"{self.root}: {date} was left out at preprocessing: "
+                                   f"{dropped[date].reason()}")
             raise HpcdiffError(f"{self.root}: holds no sample for {date}")
         path, row = self.index[date]
         if path not in self._files:
             self._files[path] = open_shard(path)
-        cond = np.empty((1, self.channels, *self.static.shape[1:]), np.float32)
-        read_rows(self._files[path]["cond"], cond, row)  # dynamic channels first, then the statics
-        cond[0, self.dynamic:] = self.static
-        return cond[0], float(calendar_day_of_year([self.day_number(date)], self.manifest.calendar)[0])
+        f = self._files[path]
+        cond = np.empty((1, self.channels, *self.manifest.grid.shape), np.float32)
+        shape = self.layout.context_shape
+        context = None if shape is None else np.empty((1, *shape), np.float32)
+        arrays = {name: f[name] for name in ARRAYS if name in f}
+        self.layout.read(arrays, row, cond=cond, origin=(0, 0), context=context)
+        doy = float(calendar_day_of_year([self.day_number(date)], self.manifest.calendar)[0])
+        return cond[0], None if context is None else context[0], doy
 
     def day_number(self, date: str) -> int:
         """Days since 1970-01-01 of the dataset's calendar (the seeds' and the merged file's time axis)."""

@@ -42,16 +42,22 @@ def read_date_file(path: Path, *, calendar: str = "standard") -> list[str]:
 
 
 def select_dates(selection: DateSelection, splits: Mapping[str, Sequence[str]], *, where: str,
-                 calendar: str = "standard") -> list[str]:
+                 calendar: str = "standard", dropped: Mapping[str, str] | None = None) -> list[str]:
     """The sorted, de-duplicated dates ``selection`` asks for, out of ``splits`` (split name -> ISO dates
     the dataset at ``where`` holds, in its ``calendar``). An explicit list, range or file wins over
     ``split`` and may take dates from any split; a listed date that the dataset lacks is an error naming
-    it, while a range keeps the dataset's dates inside it. ``limit`` keeps the first N (chronologically)."""
+    it (``dropped``: date -> why preprocessing left it out, e.g. its context was incomplete), while a range
+    keeps the dataset's dates inside it. ``limit`` keeps the first N (chronologically)."""
     held = sorted({d for dates in splits.values() for d in dates})
     if selection.dates or selection.file is not None:
         raw = selection.dates if selection.dates else read_date_file(selection.file, calendar=calendar)
         wanted = sorted({parse_date(d, where=f"{where}: dates", calendar=calendar) for d in raw})
         lacking = sorted(set(wanted) - set(held))
+        left_out = [d for d in lacking if d in (dropped or {})]
+        if left_out:
+            raise HpcdiffError(f"{where}: requested date {left_out[0]} was left out at preprocessing: "
+                               f"{dropped[left_out[0]]}" + (f" ({len(left_out) - 1} more requested dates "
+                                                           "likewise)" if len(left_out) > 1 else ""))
         if lacking:
             span = f"{held[0]} .. {held[-1]}" if held else "none"
             raise HpcdiffError(f"{where}: {len(lacking)} requested date(s) not in the dataset: "

@@ -77,8 +77,9 @@ class SampleSummary:
 def make_plan(job: SampleJob, run: TrainedRun) -> SamplePlan:
     """What the run must contain, fixed at its first start: a rerun with another plan is refused."""
     manifest = read_manifest(run.dataset)
+    dropped = {d: x.reason() for d, x in manifest.context.dropped.items()} if manifest.context else {}
     dates = select_dates(job.dates, manifest.split_dates(), where=str(run.dataset),
-                         calendar=manifest.calendar)
+                         calendar=manifest.calendar, dropped=dropped)
     s = job.sample
     if s.tiles is not None:
         check_tiling(s.tiles, s.overlap, where="sample job")
@@ -135,16 +136,18 @@ class EnsembleSampler:
         self.model = load_network(run, device=device)
         self.model.autocast = autocast_dtype(plan.precision, device)
         self.diffusion = run.spec.build_diffusion(steps=plan.steps, spacing=plan.spacing)
-        self.reader = ConditionReader(run.dataset, positions=run.spec.positions)
+        self.reader = ConditionReader(run.dataset, positions=run.spec.positions,
+                                      context=run.spec.context_selection)
         self.shape = (len(plan.channels), *plan.image_shape)
-        self._cond: dict[str, tuple[np.ndarray, float]] = {}
+        self._cond: dict[str, tuple[np.ndarray, np.ndarray | None, float]] = {}
 
     @property
     def precision(self) -> str:
         return precision_name(self.model.autocast)
 
-    def conditions(self, date: str) -> tuple[np.ndarray, float]:
-        """``(cond [Cc + Cs, H, W], day of year)`` of ``date``, read once while its members are drawn."""
+    def conditions(self, date: str) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """``(cond [C, H, W], context [Cx · S, Hx, Wx] or None, day of year)`` of ``date``, read once while
+        its members are drawn."""
         if date not in self._cond:
             self._cond[date] = self.reader.read(date)
         return self._cond[date]
@@ -153,12 +156,15 @@ class EnsembleSampler:
         """Samples ``[len(rows), Ct, H, W]`` float32 (normalized) for the (date, member) ``rows``; a call
         shape of exactly ``len(rows)`` (see the module docstring for why callers pad)."""
         conds = [self.conditions(d) for d, _ in rows]
-        cond = torch.from_numpy(np.stack([c for c, _ in conds])).to(self.device)
-        doy = torch.tensor([v for _, v in conds], dtype=torch.float32, device=self.device)
+        cond = torch.from_numpy(np.stack([c for c, _, _ in conds])).to(self.device)
+        context = (None if conds[0][1] is None
+                   else torch.from_numpy(np.stack([x for _, x, _ in conds])).to(self.device))
+        doy = torch.tensor([v for _, _, v in conds], dtype=torch.float32, device=self.device)
         generators = [generator(self.plan.seed, MEMBER, self.reader.day_number(d), m) for d, m in rows]
         tile, overlap = self.plan.tile, self.plan.tile_overlap
-        model_fn = (self.model.bind(cond, doy) if tile is None
-                    else TiledModel(self.model, cond, doy, tile=tuple(tile), overlap=overlap))
+        model_fn = (self.model.bind(cond, doy, context) if tile is None
+                    else TiledModel(self.model, cond, doy, context=context, tile=tuple(tile),
+                                    overlap=overlap))
         x = sample(model_fn, self.diffusion, (len(rows), *self.shape),
                    sampler=self.plan.sampler, steps=self.diffusion.num_steps, eta=self.plan.eta,
                    generators=generators, device=self.device)

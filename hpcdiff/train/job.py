@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpcdiff.config import sides
+from hpcdiff.data.context import ContextSelection
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.slurm import SlurmSection
 
@@ -56,6 +57,28 @@ class ModelSection:
     def __post_init__(self) -> None:
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextJobSection:
+    """Which of the dataset's context the network reads (:mod:`hpcdiff.data.context`). ``temporal``: day
+    offsets (of the recipe's ``context.days``, 0 excluded) whose conditions join as extra condition
+    channels; ``spatial``: day offsets whose large-domain box the network's context encoder reads;
+    ``inject``: how the encoder's output enters the U-Net: ``embedding`` (pooled, added to the time
+    embedding), ``features`` (sampled at each pixel's place in the box, concatenated to the input) or
+    ``both``. Both lists empty: no context (the default)."""
+
+    temporal: list[int] = dataclasses.field(default_factory=list)
+    spatial: list[int] = dataclasses.field(default_factory=list)
+    inject: Literal["embedding", "features", "both"] = "features"
+
+    def __post_init__(self) -> None:
+        if 0 in self.temporal:
+            raise ValueError("context.temporal lists neighbouring days; day 0 is always a condition")
+        for name in ("temporal", "spatial"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"context.{name} lists an offset twice: {list(values)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +172,17 @@ class TrainJob:
     diffusion: DiffusionSection = DiffusionSection()
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
+    context: ContextJobSection = ContextJobSection()
     deepspeed: dict[str, Any] = dataclasses.field(default_factory=dict)
     slurm: SlurmSection = SlurmSection()
+
+
+def context_selection(job: TrainJob) -> ContextSelection | None:
+    """What the job's network reads of the dataset's context (``None``: nothing)."""
+    c = job.context
+    if not c.temporal and not c.spatial:
+        return None
+    return ContextSelection(temporal=tuple(c.temporal), spatial=tuple(c.spatial))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,7 @@ from hpcdiff.seeding import DROPOUT, INIT, NOISE, generator, mix_seed
 from hpcdiff.train import checkpoint
 from hpcdiff.train import engine as ds
 from hpcdiff.train.ema import EMA
-from hpcdiff.train.job import BatchPlan, TrainJob, batch_arithmetic, resume_conflicts
+from hpcdiff.train.job import BatchPlan, TrainJob, batch_arithmetic, context_selection, resume_conflicts
 from hpcdiff.train.metrics_log import MetricsLog
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -128,7 +128,8 @@ class Trainer:
         self.ds_config = ds.deepspeed_config(job, self.plan, on_gpu=self.device.type == "cuda")
         self.train_ds = ShardDataset(job.data.dataset, job.data.train_split, batch_size=self.plan.micro_batch,
                                      rank=env.rank, world_size=env.world_size, seed=job.train.seed,
-                                     patch=job.data.patch, positions=job.data.positions)
+                                     patch=job.data.patch, positions=job.data.positions,
+                                     context=context_selection(job))
         if len(self.train_ds) == 0:
             raise HpcdiffError(f"{job.data.dataset}: split {job.data.train_split!r} has fewer samples than "
                                f"one micro-batch per rank ({self.plan.describe()})")
@@ -160,10 +161,12 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
             self.step = int(state["step"])
 
-    def _on_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x0, cond, doy)`` on the device; ``x0`` is what is diffused (the denoiser's encoding)."""
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``(x0, cond, doy, context)`` on the device (``context`` ``None`` without a spatial context); ``x0``
+        is what is diffused (the denoiser's encoding)."""
         target, cond, doy = (batch[k].to(self.device) for k in ("target", "cond", "doy"))
-        return self.denoiser.encode(target, cond), cond, doy
+        context = batch["context"].to(self.device) if "context" in batch else None
+        return self.denoiser.encode(target, cond), cond, doy, context
 
     def _weight(self, batch: dict[str, torch.Tensor], hw: tuple[int, int]) -> torch.Tensor | None:
         """The loss weights of the batch: the whole grid's ``[1, 1, H, W]``, or each sample's window of
@@ -183,9 +186,10 @@ class Trainer:
                                               mse_weight=self.denoiser.mse_weight(t))
 
     def _micro_step(self, epoch: int, batch: dict[str, torch.Tensor], micro: int) -> dict[str, float]:
-        x0, cond, doy = self._on_device(batch)
+        x0, cond, doy, context = self._on_device(batch)
         torch.manual_seed(mix_seed(self.job.train.seed, DROPOUT, self.env.rank, micro))
-        losses = self._losses(lambda x_t, t: self.engine(x_t, t, cond, doy), x0, batch=batch, epoch=epoch)
+        losses = self._losses(lambda x_t, t: self.engine(x_t, t, cond, doy, context), x0, batch=batch,
+                              epoch=epoch)
         loss = losses["loss"].mean()
         self.engine.backward(loss)
         if self.engine.is_gradient_accumulation_boundary():
@@ -235,7 +239,7 @@ class Trainer:
         try:
             val = ShardDataset(job.data.dataset, job.data.val_split, batch_size=self.plan.micro_batch,
                                seed=job.train.seed, shuffle=False, drop_last=False, patch=job.data.patch,
-                               positions=job.data.positions)
+                               positions=job.data.positions, context=context_selection(job))
         except HpcdiffError as err:
             if self.env.is_main and not self._val_skip_said:
                 print(f"hpcdiff train: no validation: {err}", file=sys.stderr, flush=True)
@@ -267,8 +271,8 @@ class Trainer:
 
     def _fixed_noise_losses(self, model: torch.nn.Module,
                             batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x0, cond, doy = self._on_device(batch)
-        return self._losses(model.bind(cond, doy), x0, batch=batch, epoch=0)
+        x0, cond, doy, context = self._on_device(batch)
+        return self._losses(model.bind(cond, doy, context), x0, batch=batch, epoch=0)
 
     def _state(self) -> dict[str, Any]:
         """``state.pt``: what sampling needs (EMA, run spec, config, manifest) and the step; the loader

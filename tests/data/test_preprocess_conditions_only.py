@@ -61,10 +61,10 @@ def test_conditions_are_normalized_exactly_as_in_the_training_dataset(future, ti
     days = [d for d in read_manifest(tiny_dataset).split_dates()["test"] if d.startswith(f"{YEAR}-")]
     with ConditionReader(tiny_dataset) as trained, ConditionReader(future[1]) as new:
         for day in days:
-            cond, doy = trained.read(day)
+            cond, _, doy = trained.read(day)
             np.testing.assert_array_equal(new.read(day)[0], cond)
             np.testing.assert_array_equal(new.read(future_date(day))[0], cond)
-            assert new.read(future_date(day))[1] == doy
+            assert new.read(future_date(day))[2] == doy
 
 
 def test_the_loader_refuses_to_train_on_it(future, tiny_dataset):
