@@ -65,12 +65,13 @@ def _packed(var_values: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def write_era5(path: Path, year: int, *, days: int, names: tuple[str, ...] = ("t2m", "tp", "e", "msl"),
-               flavour: str | None = None) -> None:
-    """Hourly ERA5 for the first ``days`` days of ``year`` in the year's flavour (even: nc3), and the
-    00 UTC step after them (the last day's last hourly accumulation)."""
+               flavour: str | None = None, after: bool = True) -> None:
+    """Hourly ERA5 for the first ``days`` days of ``year`` in the year's flavour (even: nc3), and (with
+    ``after``) the 00 UTC step after them (the last day's last hourly accumulation; leave it to the next
+    year's file when that one starts on the next day)."""
     flavour = flavour or ("nc3" if year % 2 == 0 else "nc4")
     start = (np.datetime64(f"{year}-01-01T00", "h") - np.datetime64("2000-01-01T00", "h")).astype(np.int64)
-    hours = start + np.arange(days * 24 + 1)
+    hours = start + np.arange(days * 24 + int(after))
     lat2, lon2 = np.meshgrid(ERA5_LAT, ERA5_LON, indexing="ij")
     path.parent.mkdir(parents=True, exist_ok=True)
     with netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_OFFSET" if flavour == "nc3" else "NETCDF4") as ds:

@@ -175,3 +175,59 @@ def test_the_recipe_section_is_typed(tmp_path):
     loaded = load_config(PreprocessRecipe, recipe)
     assert loaded.context.offsets == [-2, -1, 1] and loaded.context.box.coarsen == 2
     assert json.loads(json.dumps(list(loaded.context.box.lon))) == [5.0, 15.0]
+
+
+def test_a_conditions_only_dataset_reuses_the_box_statistics(dataset, tmp_path, capsys):
+    """ERA5 without targets, preprocessed with the training dataset's normalization and the same context:
+    the same fingerprint, and the same conditions and box for the same date; another box is refused."""
+    training = read_manifest(dataset)
+    recipe = tmp_path / "future.yaml"
+    recipe.write_text((dataset / "recipe.yaml").read_text())
+    out = tmp_path / "future"
+    args = ["preprocess", str(recipe), "--out", str(out), "--no-progress", "--set", "target=null",
+            "--set", "split=null", "--set", f"normalization={{dataset: {dataset}}}"]
+    assert main(args) == 0
+    future = read_manifest(out)
+    assert future.conditions_only and future.fingerprint() == training.fingerprint()
+    assert "2000-01-02" in future.context.dropped  # no split: day -2 is missing all the same
+    selection = ContextSelection(temporal=(-1,), spatial=(0, 1))
+    with ConditionReader(dataset, context=selection) as a, ConditionReader(out, context=selection) as b:
+        for day in ("2002-02-01", "2002-03-01"):
+            cond, context, _ = a.read(day)
+            assert context.shape == (4, 4, 10)
+            np.testing.assert_array_equal(b.read(day)[0], cond)
+            np.testing.assert_array_equal(b.read(day)[1], context)
+    other = tmp_path / "other"
+    assert main([*args[:3], str(other), *args[4:], "--set", "context.box.coarsen=1"]) != 0
+    assert "context box shape [4, 10], the recipe's [9, 21]" in capsys.readouterr().err
+    assert not other.exists()
+
+
+@pytest.mark.parametrize("neighbours", ["split", "any"])
+def test_at_a_split_edge_the_recipe_decides_whether_the_previous_year_is_read(tmp_path, neighbours):
+    """2001 (train) is written whole, so 1 January 2002 (val) has its day -1 in the files: ``split``
+    drops it (the day lies in a training year), ``any`` keeps it and its day -1 is 31 December 2001."""
+    from mini_world import write_era5, write_static, write_target
+
+    root = tmp_path / "world"
+    for year, days in ((2000, 3), (2001, 365), (2002, 3), (2003, 3)):
+        write_era5(root / "era5" / f"era5_{year}.nc", year, days=days, after=year != 2001)
+        write_target(root / "danra" / f"danra_{year}.nc", year, days=days)
+    write_static(root / "static" / "static.nc")
+    recipe = write_recipe(tmp_path / "r.yaml", root)
+    recipe.write_text(recipe.read_text() + f"context: {{days: [-1, 0], neighbours: {neighbours}}}\n")
+    out = tmp_path / "ds"
+    assert main(["preprocess", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    manifest = read_manifest(out)
+    val = manifest.split_dates()["val"]
+    if neighbours == "split":
+        assert val == ["2002-01-02", "2002-01-03"]
+        assert "outside the years of its split" in manifest.context.dropped["2002-01-01"].why
+        return
+    assert val[0] == "2002-01-01" and "2002-01-01" not in manifest.context.dropped
+    selection = ContextSelection(temporal=(-1,))
+    dynamic = len(manifest.conditions)
+    new_year = by_date(ShardDataset(out, "val", batch_size=1, shuffle=False, drop_last=False,
+                                    context=selection))["2002-01-01"]["cond"]
+    old_year = by_date(ShardDataset(out, "train", batch_size=1, shuffle=False, drop_last=False))["2001-12-31"]
+    np.testing.assert_array_equal(new_year[dynamic:2 * dynamic], old_year["cond"][:dynamic])
