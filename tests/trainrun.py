@@ -70,3 +70,49 @@ def kill_after_first_checkpoint(dataset: Path, out: Path, *overrides: str, timeo
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     return int(load_state(latest(out / "checkpoints"))["step"])
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    """``(step, loss)`` of every logged step of a run."""
+    from hpcdiff.train.metrics_log import read_csv
+
+    return [(int(r["step"]), float(r["loss"])) for r in read_csv(run / "train.csv")]
+
+
+def final_weights(run: Path) -> dict:
+    """The module weights of a run's latest checkpoint."""
+    import torch
+
+    from hpcdiff.train.checkpoint import latest
+
+    path = latest(run / "checkpoints") / "engine.pt"
+    return torch.load(path, map_location="cpu", weights_only=True)["module"]
+
+
+def check_two_ranks_match(dataset: Path, one_rank: Path, out: Path, *overrides: str) -> None:
+    """Train ``overrides`` on 2 ranks into ``out``: the same loss history and weights as the 1-rank run
+    ``one_rank`` with the same global batch (to float rounding)."""
+    import numpy as np
+    import torch
+
+    run_train(dataset, out, *overrides, launcher=torchrun(2))
+    a, b = losses(one_rank), losses(out)
+    assert [s for s, _ in a] == [s for s, _ in b]
+    np.testing.assert_allclose([x[1] for x in b], [x[1] for x in a], rtol=2e-5)
+    wa, wb = final_weights(one_rank), final_weights(out)
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=2e-6, msg=key)
+
+
+def check_resume_repeats(dataset: Path, uninterrupted: Path, out: Path, *overrides: str) -> None:
+    """Kill a run of ``overrides`` after its first checkpoint and resume it: the same loss history and
+    bit-identical weights as the uninterrupted run."""
+    import torch
+
+    killed_at = kill_after_first_checkpoint(dataset, out, *overrides)
+    assert killed_at < 6, "the run finished before it could be killed"
+    run_train(dataset, out, *overrides)
+    assert losses(out) == losses(uninterrupted)
+    wa, wb = final_weights(uninterrupted), final_weights(out)
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key

@@ -7,6 +7,9 @@ are the same). Accumulated ERA5 variables (``kind: accumulation``, in metres of 
 day and converted to ``kg m-2``; states are averaged per day and keep their units. The ``slurm:`` section
 is read only by ``hpcdiff submit preprocess`` (each SLURM task is one MPI rank).
 
+A ``context:`` section (:class:`ContextSection`) also stores the conditions of neighbouring days and the
+ERA5 fields over a larger box (:mod:`hpcdiff.data.context`).
+
 A recipe with ``target: null`` makes a *conditions-only* dataset (dates without truth: a later period,
 a climate projection): it has no ``split`` (every complete ERA5 day goes to the split
 :data:`CONDITIONS_SPLIT`) and names, under ``normalization.dataset``, the training dataset whose

@@ -9,15 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from trainrun import REPO, kill_after_first_checkpoint, run_train, torchrun
+from trainrun import REPO, check_resume_repeats, check_two_ranks_match, final_weights, run_train
 
 from hpcdiff.cli import main
 from hpcdiff.data.manifest import read_manifest
 from hpcdiff.train.checkpoint import latest, load_state
-from hpcdiff.train.metrics_log import read_csv
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
 
@@ -42,15 +39,6 @@ def context_dataset(tmp_path_factory) -> Path:
     return out
 
 
-def losses(run: Path) -> list[tuple[int, float]]:
-    return [(int(r["step"]), float(r["loss"])) for r in read_csv(run / "train.csv")]
-
-
-def final_weights(run: Path) -> dict[str, torch.Tensor]:
-    path = latest(run / "checkpoints") / "engine.pt"
-    return torch.load(path, map_location="cpu", weights_only=True)["module"]
-
-
 @pytest.fixture(scope="module")
 def one_rank(context_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ctx-one") / "run"
@@ -73,25 +61,11 @@ def test_the_run_spec_records_the_context(one_rank, context_dataset):
 
 
 def test_two_ranks_with_context_match_one_rank(context_dataset, one_rank, tmp_path):
-    two = tmp_path / "two"
-    run_train(context_dataset, two, *CONTEXT, launcher=torchrun(2))
-    a, b = losses(one_rank), losses(two)
-    assert [s for s, _ in a] == [s for s, _ in b]
-    np.testing.assert_allclose([x[1] for x in b], [x[1] for x in a], rtol=2e-5)
-    wa, wb = final_weights(one_rank), final_weights(two)
-    for key in wa:
-        torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=2e-6, msg=key)
+    check_two_ranks_match(context_dataset, one_rank, tmp_path / "two", *CONTEXT)
 
 
 def test_resume_with_context_repeats_the_uninterrupted_history(context_dataset, one_rank, tmp_path):
-    out = tmp_path / "killed"
-    killed_at = kill_after_first_checkpoint(context_dataset, out, *CONTEXT)
-    assert killed_at < 6, "the run finished before it could be killed"
-    run_train(context_dataset, out, *CONTEXT)
-    assert losses(out) == losses(one_rank)
-    wa, wb = final_weights(one_rank), final_weights(out)
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
+    check_resume_repeats(context_dataset, one_rank, tmp_path / "killed", *CONTEXT)
 
 
 def test_a_job_asking_for_context_the_dataset_lacks_fails_before_training(tiny_dataset, tmp_path, capsys):
