@@ -3,13 +3,14 @@
 The estimate has two kinds of part.
 
 - **What scales with the batch** (activations, the loss terms, gradients as autograd creates them, the
-  sampler's state): the run spec's real network and loss are run on the ``meta`` device, where tensors
-  have shapes and dtypes but no storage and no arithmetic, under :class:`LiveBytes`, a dispatch mode
-  that adds every new storage's bytes when an operator returns it and subtracts them when the storage
-  is freed; the peak of that sum is the part. Attention is traced through the fused kernel the GPU runs
-  (flash / memory-efficient attention: the output and one log-sum-exp per row are kept, not the
-  ``HW x HW`` score matrix that the ``meta`` device's reference path would materialise). Sampling in
-  bf16 / fp16 is traced with CUDA autocast's casting policy (:class:`MetaAutocast`).
+  sampler's state): the run spec's real network and loss (a diffusion run's denoiser and loss, or an
+  autoencoder's) are run on the ``meta`` device, where tensors have shapes and dtypes but no storage and
+  no arithmetic, under :class:`LiveBytes`, a dispatch mode that adds every new storage's bytes when an
+  operator returns it and subtracts them when the storage is freed; the peak of that sum is the part.
+  Attention is traced through the fused kernel the GPU runs (flash / memory-efficient attention: the
+  output and one log-sum-exp per row are kept, not the ``HW x HW`` score matrix that the ``meta``
+  device's reference path would materialise). Sampling in bf16 / fp16 is traced with CUDA autocast's
+  casting policy (:class:`MetaAutocast`).
 - **What does not** (weights, the optimizer's state, DeepSpeed's buffers): a count of parameters times
   bytes per parameter, as DeepSpeed 0.19 lays them out for the job's precision and ZeRO stage
   (:func:`training_static_bytes`).
@@ -248,18 +249,41 @@ def _training_peak(model: torch.nn.Module, spec: Any, *, batch: int, shape: tupl
     model.train()
     for p in model.parameters():  # gradients exist already (counted as static): backward adds into them
         p.grad = torch.zeros_like(p)
+    weight = torch.empty(1, 1, *shape, device="meta") if sdf_weights else None
+    make_step = _autoencoder_step if spec.kind == "autoencoder" else _diffusion_step
+    return traced_peak(make_step(model, spec, batch=batch, shape=shape, weight=weight))
+
+
+def _diffusion_step(model: torch.nn.Module, spec: Any, *, batch: int, shape: tuple[int, int],
+                    weight: torch.Tensor | None) -> Callable[[], None]:
+    """One micro-step of a diffusion run on ``meta`` inputs: the denoiser's loss and its backward."""
     diffusion = spec.build_diffusion()
 
     def step() -> None:
         x0, cond, doy, context = _meta_inputs(spec, batch, shape)
-        weight = torch.empty(1, 1, *shape, device="meta") if sdf_weights else None
         t = torch.zeros(batch, dtype=torch.long, device="meta")
         noise = torch.empty_like(x0)
         losses = diffusion.training_losses(lambda x_t, tt: model(x_t, tt, cond, doy, context), x0, t,
                                            noise=noise, weight=weight, mse_weight=model.mse_weight(t))
         losses["loss"].mean().backward()
 
-    return traced_peak(step)
+    return step
+
+
+def _autoencoder_step(model: torch.nn.Module, spec: Any, *, batch: int, shape: tuple[int, int],
+                      weight: torch.Tensor | None) -> Callable[[], None]:
+    """One micro-step of an autoencoder run on ``meta`` inputs: encode, decode, the loss, its backward."""
+    from hpcdiff.models.autoencoder import autoencoder_losses, latent_shape
+
+    def step() -> None:
+        x = torch.empty(batch, len(spec.targets), *shape, device="meta")
+        noise = torch.empty(batch, spec.latent_channels, *latent_shape(shape, spec.factor), device="meta")
+        recon, mean, logvar = model(x, noise)
+        losses = autoencoder_losses(recon, x, mean, logvar, kl_weight=spec.kl_weight,
+                                    spectral_weight=spec.spectral_weight, weight=weight)
+        losses["loss"].mean().backward()
+
+    return step
 
 
 def sampling_activation_bytes(spec: Any, *, batch: int, precision: str, sampler: str,
@@ -336,15 +360,15 @@ def describe_field(patch: tuple[int, int] | None, grid: tuple[int, int]) -> str:
 
 def training_job_estimate(job: Any, manifest: Any, *, world_size: int) -> MemoryEstimate:
     """:func:`estimate_training` for a :class:`~hpcdiff.train.job.TrainJob` on ``world_size`` ranks."""
-    from hpcdiff.runspec import RunSpec
+    from hpcdiff.runspec import spec_from_job
     from hpcdiff.train.job import batch_arithmetic
 
     plan = batch_arithmetic(job.train, world_size)
-    spec = RunSpec.from_job(job, manifest)
+    spec = spec_from_job(job, manifest)  # a diffusion run's or an autoencoder's
     return estimate_training(spec, micro_batch=plan.micro_batch, shape=training_shape(job, manifest),
                              precision=job.train.precision, zero_stage=job.train.zero_stage,
                              world_size=world_size, zero_config=job.deepspeed.get("zero_optimization"),
-                             sdf_weights=job.diffusion.sdf_weights.enabled,
+                             sdf_weights=job.loss_weights.enabled,
                              field=describe_field(job.data.patch, tuple(manifest.grid.shape)))
 
 

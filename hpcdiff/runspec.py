@@ -7,16 +7,23 @@ every checkpoint; sampling, evaluation, profiling and the tools read it back
 :data:`hpcdiff.models.BACKBONES`) and the diffusion (:meth:`RunSpec.build_diffusion`, respaced for
 sampling). Nothing downstream re-derives a run from the job's YAML or the manifest's JSON.
 
-A resumed run must have the same spec as the job it resumes (:meth:`RunSpec.mismatch`); a dataset
-used for sampling must have the same normalization fingerprint
-(:meth:`hpcdiff.data.manifest.Manifest.fingerprint`).
+A run is of one of two kinds (the job's ``model.kind``, the spec's ``kind``): a conditional diffusion
+model (:class:`RunSpec`) or the autoencoder of latent diffusion (:class:`AutoencoderSpec`, built from
+:data:`hpcdiff.models.AUTOENCODER_PRESETS`), which reads targets only and has no diffusion. The two are
+separate classes, so every reader of ``spec.diffusion`` holds a diffusion run by its type;
+:func:`spec_from_job` and :func:`spec_from_state` choose the class by the kind, for the stages that take
+either (training, resume, the memory estimate).
+
+A resumed run must have the same spec as the job it resumes (:meth:`RunSpec.mismatch`: a run of the
+other kind differs in ``kind`` alone); a dataset used for sampling must have the same normalization
+fingerprint (:meth:`hpcdiff.data.manifest.Manifest.fingerprint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from hpcdiff.config import from_dict, to_dict
 from hpcdiff.data.context import ContextSelection
@@ -27,10 +34,18 @@ from hpcdiff.data.windows import check_patch
 from hpcdiff.diffusion.gaussian import GaussianDiffusion
 from hpcdiff.diffusion.schedules import make_betas, respaced_timesteps
 from hpcdiff.errors import HpcdiffError
-from hpcdiff.models import architecture_of, build_backbone, preset_config
+from hpcdiff.models import (
+    architecture_of,
+    autoencoder_config,
+    build_autoencoder,
+    build_backbone,
+    preset_config,
+)
+from hpcdiff.models.autoencoder import Autoencoder, AutoencoderConfig, latent_shape
 from hpcdiff.models.denoiser import Denoiser
 
 SPEC_VERSION = 1
+S = TypeVar("S", bound="SpecState")
 
 
 def context_spec(section: Any, manifest: Manifest, *, where: str) -> ContextSpec | None:
@@ -95,8 +110,44 @@ class ContextSpec:
         return ContextSelection(temporal=tuple(self.temporal), spatial=tuple(self.spatial))
 
 
+class SpecState:
+    """What both kinds of run spec share: the checkpoint form (plain containers), reading it back with its
+    version and kind checked, and naming differences."""
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain containers (``weights_only``-loadable) for a checkpoint."""
+        return to_dict(self)
+
+    @classmethod
+    def kind_name(cls) -> str:
+        """The ``kind`` this class's specs record."""
+        return next(f.default for f in dataclasses.fields(cls) if f.name == "kind")
+
+    @classmethod
+    def from_state(cls: type[S], state: Mapping[str, Any], *, where: str) -> S:
+        """The spec saved in a checkpoint; a one-line error when it is missing, of another version or of
+        another kind of run."""
+        if not isinstance(state, Mapping):
+            raise HpcdiffError(f"{where}: no run spec (a checkpoint of an older hpcdiff?); train again")
+        if state.get("version") != SPEC_VERSION:
+            raise HpcdiffError(f"{where}: run spec version {state.get('version')!r}, this hpcdiff reads "
+                               f"{SPEC_VERSION}")
+        kind = state.get("kind", "diffusion")
+        if kind != cls.kind_name():
+            raise HpcdiffError(f"{where}: the run spec is of a run of kind {kind!r}, not {cls.kind_name()!r}")
+        return from_dict(cls, state, where=where)
+
+    def mismatch(self, other: SpecState) -> list[str]:
+        """The fields in which ``other`` differs from this spec (empty: the same run); a run of another
+        kind differs in ``kind``, whatever else it holds."""
+        mine, theirs = self.to_state(), other.to_state()
+        if mine["kind"] != theirs["kind"]:
+            return [f"kind: {mine['kind']!r} vs {theirs['kind']!r}"]
+        return [f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs.get(k)]
+
+
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
+class RunSpec(SpecState):
     """Everything that fixes a trained network's function. ``architecture``: the backbone's size config
     as resolved from its preset at training time, so a later change of a preset does not change a
     trained run's network (``None`` in runs from before it was recorded:
@@ -181,23 +232,77 @@ class RunSpec:
             return {}
         return {"context_channels": self.context.channels, "context_inject": self.context.inject}
 
-    # -- checkpoints ------------------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """Plain containers (``weights_only``-loadable) for a checkpoint."""
-        return to_dict(self)
+@dataclasses.dataclass(frozen=True)
+class AutoencoderSpec(SpecState):
+    """An autoencoder run (``model.kind: autoencoder``): its network and what it was trained to minimize.
+    ``architecture``: the preset's :class:`~hpcdiff.models.autoencoder.AutoencoderConfig` as resolved at
+    training time; ``targets``: the channels it encodes, on the grid ``image_shape`` ``(H, W)`` (``patch``:
+    the training window ``(h, w)``, ``None``: whole fields); ``kl_weight`` and ``spectral_weight``: the loss
+    (:func:`~hpcdiff.models.autoencoder.autoencoder_losses`); ``normalization``: the dataset's
+    normalization fingerprint."""
+
+    preset: str
+    targets: list[str]
+    image_shape: tuple[int, int]
+    architecture: dict[str, Any]
+    normalization: str
+    kl_weight: float
+    spectral_weight: float = 0.0
+    patch: tuple[int, int] | None = None
+    kind: Literal["autoencoder"] = "autoencoder"
+    version: int = SPEC_VERSION
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], *, where: str) -> RunSpec:
-        """The spec saved in a checkpoint; a one-line error when it is missing or of another version."""
-        if not isinstance(state, Mapping):
-            raise HpcdiffError(f"{where}: no run spec (a checkpoint of an older hpcdiff?); train again")
-        if state.get("version") != SPEC_VERSION:
-            raise HpcdiffError(f"{where}: run spec version {state.get('version')!r}, this hpcdiff reads "
-                               f"{SPEC_VERSION}")
-        return from_dict(cls, state, where=where)
+    def from_job(cls, job: Any, manifest: Manifest) -> AutoencoderSpec:
+        """The spec of autoencoder training ``job`` (:class:`hpcdiff.train.job.TrainJob`) on ``manifest``."""
+        config = autoencoder_config(job.model.preset)  # or a one-line error
+        if job.data.patch is not None:
+            check_patch(job.data.patch, manifest.grid.shape, where=str(job.data.dataset))
+        a = job.autoencoder
+        return cls(preset=job.model.preset, targets=manifest.target_names, image_shape=manifest.grid.shape,
+                   architecture=to_dict(config), normalization=manifest.fingerprint(), kl_weight=a.kl_weight,
+                   spectral_weight=a.spectral_weight, patch=job.data.patch)
 
-    def mismatch(self, other: RunSpec) -> list[str]:
-        """The fields in which ``other`` differs from this spec (empty: the same run)."""
-        mine, theirs = self.to_state(), other.to_state()
-        return [f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs.get(k)]
+    @property
+    def config(self) -> AutoencoderConfig:
+        """The recorded architecture."""
+        return from_dict(AutoencoderConfig, dict(self.architecture),
+                         where=f"run spec architecture of autoencoder/{self.preset}")
+
+    @property
+    def factor(self) -> int:
+        """Downsampling factor per axis from the grid to the latent grid."""
+        return self.config.factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """The latent grid ``(ceil(H / f), ceil(W / f))`` of a whole field."""
+        return latent_shape(tuple(self.image_shape), self.factor)
+
+    def build_model(self) -> Autoencoder:
+        """The autoencoder of the recorded architecture."""
+        return build_autoencoder(self.config, target_channels=len(self.targets))
+
+
+AnySpec = RunSpec | AutoencoderSpec
+SPECS: dict[str, type[RunSpec] | type[AutoencoderSpec]] = {"diffusion": RunSpec,
+                                                           "autoencoder": AutoencoderSpec}
+
+
+def spec_from_job(job: Any, manifest: Manifest) -> AnySpec:
+    """The spec of training ``job`` on ``manifest``, of the job's ``model.kind``."""
+    return SPECS[job.model.kind].from_job(job, manifest)
+
+
+def spec_from_state(state: Mapping[str, Any], *, where: str) -> AnySpec:
+    """The spec saved in a checkpoint, of the kind it records (diffusion for a spec that records none)."""
+    kind = state.get("kind", "diffusion") if isinstance(state, Mapping) else "diffusion"
+    if kind not in SPECS:
+        raise HpcdiffError(f"{where}: run spec of unknown kind {kind!r}; this hpcdiff reads "
+                           f"{', '.join(SPECS)}")
+    return SPECS[kind].from_state(state, where=where)

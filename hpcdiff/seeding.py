@@ -24,9 +24,10 @@ class Purpose(enum.IntEnum):
     MEMBER = 5  # an ensemble member's sampling noise: (day number, member)
     SYNTHETIC = 6  # a profiling run's synthetic batch: (rank)
     PATCH = 7  # where a training sample's window lies: (epoch, global sample index)
+    LATENT = 8  # an autoencoder training sample's latent (reparameterization) noise: (epoch, global index)
 
 
-INIT, DROPOUT, NOISE, SHUFFLE, MEMBER, SYNTHETIC, PATCH = (int(p) for p in Purpose)
+INIT, DROPOUT, NOISE, SHUFFLE, MEMBER, SYNTHETIC, PATCH, LATENT = (int(p) for p in Purpose)
 
 
 def mix_seed(*parts: int) -> int:

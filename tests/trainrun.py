@@ -11,6 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_JOB = REPO / "jobs" / "demo_train.yaml"
+AUTOENCODER_JOB = REPO / "jobs" / "autoencoder_train.yaml"
 # A few steps of the tiny U-Net; every test overrides what it varies.
 TINY = ("model.preset=tiny", "train.global_batch=4", "train.max_steps=6", "train.log_every=1",
         "train.val_every=3", "train.ckpt_every=2", "train.keep_last=5", "train.tensorboard=false",
@@ -30,17 +31,18 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", **extra}
 
 
-def train_cmd(dataset: Path, out: Path, *overrides: str, launcher: tuple[str, ...] = ()) -> list[str]:
+def train_cmd(dataset: Path, out: Path, *overrides: str, launcher: tuple[str, ...] = (),
+              job: Path = TRAIN_JOB) -> list[str]:
     sets = [a for o in (f"data.dataset={dataset}", *TINY, *overrides) for a in ("--set", o)]
     # A launcher ends with what runs the module: `python` for torchrun --no-python, `--module` for deepspeed.
     module = ["hpcdiff.cli"] if launcher and launcher[-1] == "--module" else ["-m", "hpcdiff.cli"]
-    return [*launcher, *([] if launcher else [sys.executable]), *module, "train", str(TRAIN_JOB),
+    return [*launcher, *([] if launcher else [sys.executable]), *module, "train", str(job),
             "--out", str(out), "--no-progress", *sets]
 
 
 def run_train(dataset: Path, out: Path, *overrides: str, launcher: tuple[str, ...] = (),
-              timeout_s: float = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run(train_cmd(dataset, out, *overrides, launcher=launcher), env=child_env(),
+              timeout_s: float = 240, job: Path = TRAIN_JOB) -> subprocess.CompletedProcess:
+    proc = subprocess.run(train_cmd(dataset, out, *overrides, launcher=launcher, job=job), env=child_env(),
                           capture_output=True, text=True, timeout=timeout_s)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -52,7 +54,8 @@ def torchrun(n: int) -> tuple[str, ...]:
             sys.executable)
 
 
-def kill_after_first_checkpoint(dataset: Path, out: Path, *overrides: str, timeout_s: float = 200) -> int:
+def kill_after_first_checkpoint(dataset: Path, out: Path, *overrides: str, timeout_s: float = 200,
+                                job: Path = TRAIN_JOB) -> int:
     """Start a training run, SIGKILL it as soon as its first checkpoint exists, and return the step of
     that checkpoint (the run must not have finished: the caller asserts it)."""
     import signal
@@ -60,8 +63,8 @@ def kill_after_first_checkpoint(dataset: Path, out: Path, *overrides: str, timeo
 
     from hpcdiff.train.checkpoint import latest, load_state
 
-    proc = subprocess.Popen(train_cmd(dataset, out, *overrides), env=child_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(train_cmd(dataset, out, *overrides, job=job), env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout_s
     while latest(out / "checkpoints") is None:
         assert proc.poll() is None, proc.stderr.read()[-2000:]

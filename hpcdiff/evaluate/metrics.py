@@ -112,6 +112,12 @@ def psd_high_ratio(pred: np.ndarray, obs: np.ndarray, *, fraction: float = 0.5) 
     fraction`` of Nyquist). 1 = the right amount of small-scale variability; ≪ 1 = too smooth."""
     k, p_pred = radial_psd(pred)
     _, p_obs = radial_psd(obs)
+    return high_power_ratio(k, p_pred, p_obs, fraction=fraction)
+
+
+def high_power_ratio(k: np.ndarray, p_pred: np.ndarray, p_obs: np.ndarray, *, fraction: float = 0.5) -> float:
+    """The ratio :func:`psd_high_ratio` reports, from spectra ``p_pred``, ``p_obs`` ``[K]`` on the wavenumbers
+    ``k [K]`` of :func:`radial_psd` (e.g. sums of spectra over batches)."""
     high = k >= (1.0 - fraction) * k[-1]
     return float(p_pred[high].sum() / p_obs[high].sum())
 

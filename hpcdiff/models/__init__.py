@@ -1,10 +1,13 @@
-"""Backbones: an explicit registry of network classes with their size presets.
+"""Networks: an explicit registry of diffusion backbones with their size presets, and the autoencoder's
+presets.
 
 A backbone maps ``(x_t [N, Ct, H, W], t [N], cond [N, Cc, H, W], doy [N])`` to ``[N, Ct or 2 Ct, H, W]``,
 with an optional large-scale ``context [N, Cx, Hx, Wx]`` on its own grid; the parameterization around it
 (residual targets, ε / v) is the :class:`~hpcdiff.models.denoiser.Denoiser`'s. A job names its backbone
 (``model.backbone``) and preset (``model.preset``); the run spec (:mod:`hpcdiff.runspec`) builds it
-through :func:`build_backbone`.
+through :func:`build_backbone`. An autoencoder run (``model.kind: autoencoder``) names a preset of
+:data:`AUTOENCODER_PRESETS` in ``model.preset`` instead; its spec builds it through
+:func:`build_autoencoder`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 
 from hpcdiff.config import from_dict
 from hpcdiff.errors import HpcdiffError
+from hpcdiff.models.autoencoder import Autoencoder, AutoencoderConfig
 from hpcdiff.models.unet import UNet, UNetConfig
 
 UNET_PRESETS: dict[str, UNetConfig] = {
@@ -85,5 +89,32 @@ def build_backbone(name: str, preset: str, *, target_channels: int, cond_channel
                                context_inject=context_inject, **dataclasses.asdict(config))
 
 
-__all__ = ["BACKBONES", "UNET_PRESETS", "UNRECORDED_ARCHITECTURE", "Backbone", "UNet", "UNetConfig",
-           "architecture_of", "build_backbone", "preset_config"]
+# Autoencoders of normalized targets (hpcdiff.models.autoencoder): the latent grid is ``factor`` times
+# coarser per axis, ``latent_channels`` deep.
+AUTOENCODER_PRESETS: dict[str, AutoencoderConfig] = {
+    # unit tests: factor 2
+    "tiny": AutoencoderConfig(channels=16, channel_mult=(1, 2), num_res_blocks=1, latent_channels=4),
+    # factor 4: a 64 x 64 field of 3 targets (12288 values) -> 4 x 16 x 16 latents (1024)
+    "small": AutoencoderConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, latent_channels=4),
+    # factor 8 with twice the latent channels: DANRA's 589 x 789 -> 8 x 74 x 99 latents
+    "small8": AutoencoderConfig(channels=32, channel_mult=(1, 2, 2, 4), num_res_blocks=1, latent_channels=8),
+}
+
+
+def autoencoder_config(preset: str) -> AutoencoderConfig:
+    """The size preset ``preset`` of :data:`AUTOENCODER_PRESETS`; a one-line error naming the valid ones."""
+    if preset not in AUTOENCODER_PRESETS:
+        raise HpcdiffError(f"model.preset {preset!r} is not an autoencoder preset; valid: "
+                           f"{', '.join(AUTOENCODER_PRESETS)}")
+    return AUTOENCODER_PRESETS[preset]
+
+
+def build_autoencoder(config: AutoencoderConfig, *, target_channels: int) -> Autoencoder:
+    """The autoencoder of size ``config`` (a preset, or a run spec's recorded architecture) for
+    ``target_channels`` target channels."""
+    return Autoencoder(target_channels=target_channels, **dataclasses.asdict(config))
+
+
+__all__ = ["AUTOENCODER_PRESETS", "BACKBONES", "UNET_PRESETS", "UNRECORDED_ARCHITECTURE", "Autoencoder",
+           "AutoencoderConfig", "Backbone", "UNet", "UNetConfig", "architecture_of", "autoencoder_config",
+           "build_autoencoder", "build_backbone", "preset_config"]

@@ -53,7 +53,8 @@ class ProfileTrainer(Trainer):
 
     def _batches(self) -> Iterator[tuple[int, dict]]:
         if self.options.get("data", "synthetic") == "synthetic":
-            keep = 2 if self.spec.context is not None and self.spec.context.spatial else 0
+            context = getattr(self.spec, "context", None)  # an autoencoder run reads none
+            keep = 2 if context is not None and context.spatial else 0
             return synthetic_stream(self.train_ds[0], seed=self.job.train.seed, rank=self.env.rank, keep=keep)
         return super()._batches()
 

@@ -19,7 +19,7 @@ from hpcdiff.data.manifest import Manifest, parse_manifest, read_manifest
 from hpcdiff.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.models.denoiser import Denoiser
-from hpcdiff.runspec import RunSpec
+from hpcdiff.runspec import AutoencoderSpec, RunSpec, spec_from_state
 from hpcdiff.sample.job import SampleJob, SamplerSection
 from hpcdiff.train import checkpoint as ckpt
 
@@ -65,7 +65,10 @@ def open_run(job: SampleJob, run_dir: Path) -> tuple[SampleJob, TrainedRun]:
     path = resolve_checkpoint(run_dir, job.sample.checkpoint)
     state = ckpt.load_state(path)  # verified against checksums.json: its recorded hash is the file's
     where = f"{path}/state.pt"
-    spec = RunSpec.from_state(state.get("run_spec"), where=where)
+    spec = spec_from_state(state.get("run_spec"), where=where)
+    if isinstance(spec, AutoencoderSpec):
+        raise HpcdiffError(f"{run_dir} is an autoencoder run; it encodes datasets (hpcdiff encode), it does "
+                           "not sample")
     trained_on = Path(state["config"]["data"]["dataset"])
     dataset = Path(job.dataset if job.dataset is not None else trained_on).resolve()
     run = TrainedRun(run_dir=Path(run_dir).resolve(), checkpoint=path,

@@ -47,7 +47,7 @@ from hpcdiff.data.shards import file_sha256
 from hpcdiff.dist import all_reduce_sum
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import atomic_file, write_errors
-from hpcdiff.runspec import RunSpec
+from hpcdiff.runspec import AnySpec, spec_from_state
 from hpcdiff.train import engine as ds
 
 STATE = "state.pt"
@@ -381,11 +381,11 @@ def load(path: Path, *, engine: Any, rank: int) -> dict[str, Any]:
     return state
 
 
-def check_compatible(state: dict[str, Any], *, spec: RunSpec, path: Path,
+def check_compatible(state: dict[str, Any], *, spec: AnySpec, path: Path,
                      dataset: Path | None = None) -> None:
-    """Refuse to resume a checkpoint whose run spec differs from the job's: another architecture,
-    parameterization, or a dataset normalized with other statistics (both datasets named)."""
-    saved = RunSpec.from_state(state.get("run_spec"), where=f"{path}/state.pt")
+    """Refuse to resume a checkpoint whose run spec differs from the job's: another kind of run, another
+    architecture, parameterization, or a dataset normalized with other statistics (both datasets named)."""
+    saved = spec_from_state(state.get("run_spec"), where=f"{path}/state.pt")
     if saved.normalization != spec.normalization:
         before = state.get("config", {}).get("data", {}).get("dataset", "?")
         raise HpcdiffError(f"{path}: the checkpoint was trained on {before} (normalization "

@@ -48,8 +48,12 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
-    """The backbone (a key of :data:`hpcdiff.models.BACKBONES`) and its size preset."""
+    """What is trained: ``kind`` ``diffusion`` (the backbone, a key of :data:`hpcdiff.models.BACKBONES`,
+    in size ``preset``, with ``dropout``) or ``autoencoder`` (the preset of
+    :data:`hpcdiff.models.AUTOENCODER_PRESETS` named by ``preset``; ``backbone`` and ``dropout`` are
+    the diffusion backbone's)."""
 
+    kind: Literal["diffusion", "autoencoder"] = "diffusion"
     backbone: str = "unet"
     preset: str = "small"
     dropout: float | None = None  # null: the preset's
@@ -117,6 +121,23 @@ class DiffusionSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class AutoencoderSection:
+    """The loss of an autoencoder run (:func:`hpcdiff.models.autoencoder.autoencoder_losses`): the
+    ``sdf_weights``-weighted reconstruction MSE of the normalized targets, plus ``kl_weight`` x the KL
+    divergence of the latents from N(0, 1) per latent element, plus ``spectral_weight`` x the mean squared
+    difference of log amplitude spectra (0: off)."""
+
+    kl_weight: float = 1.0e-6
+    spectral_weight: float = 0.0
+    sdf_weights: WeightSection = WeightSection()
+
+    def __post_init__(self) -> None:
+        for name in ("kl_weight", "spectral_weight"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimSection:
     lr: float = 2e-4
     weight_decay: float = 0.0
@@ -173,8 +194,33 @@ class TrainJob:
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
     context: ContextJobSection = ContextJobSection()
+    autoencoder: AutoencoderSection = AutoencoderSection()
     deepspeed: dict[str, Any] = dataclasses.field(default_factory=dict)
     slurm: SlurmSection = SlurmSection()
+
+    def __post_init__(self) -> None:
+        # what only the other kind of run reads is refused, not ignored: a job trains what it says
+        unused = unused_sections(self)
+        if unused:
+            raise ValueError(f"model.kind {self.model.kind} does not use {', '.join(unused)} (set in the "
+                             f"job); remove {'them' if len(unused) > 1 else 'it'} or change model.kind")
+
+    @property
+    def loss_weights(self) -> WeightSection:
+        """The per-pixel loss weights of the job's kind of run."""
+        section = self.autoencoder if self.model.kind == "autoencoder" else self.diffusion
+        return section.sdf_weights
+
+
+def unused_sections(job: TrainJob) -> list[str]:
+    """The settings of ``job`` that differ from their defaults but that its ``model.kind`` does not read:
+    a diffusion run reads no ``autoencoder`` section; an autoencoder reads targets only (no ``diffusion``
+    section, no conditions, context or position channels) and has no dropout."""
+    if job.model.kind == "diffusion":
+        return ["autoencoder"] if job.autoencoder != AutoencoderSection() else []
+    unused = {"diffusion": job.diffusion != DiffusionSection(), "context": job.context != ContextJobSection(),
+              "model.dropout": job.model.dropout is not None, "data.position_channels": job.data.positions}
+    return [name for name, set_ in unused.items() if set_]
 
 
 def context_selection(job: TrainJob) -> ContextSelection | None:

@@ -1,14 +1,16 @@
 """The training loop: readable in one sitting.
 
-Determinism is by construction, not by saved state: the diffusion time step and noise of a sample
-come from a generator seeded by ``(seed, NOISE, epoch, global sample index)``, so a sample's loss does
-not depend on which rank or micro-batch it lands in (1 rank x 2 accumulation steps == 2 ranks x 1), and
-dropout is reseeded from ``(seed, DROPOUT, rank, micro-step)``; the purpose tags
-(:mod:`hpcdiff.seeding`) keep the two streams apart. A run resumed from a checkpoint therefore repeats
-the loss history of an uninterrupted run exactly.
+Determinism is by construction, not by saved state: the random draws of a sample's loss (the diffusion
+time step and noise, an autoencoder's latent noise) come from a generator seeded by ``(seed, purpose,
+epoch, global sample index)``, so a sample's loss does not depend on which rank or micro-batch it lands
+in (1 rank x 2 accumulation steps == 2 ranks x 1), and dropout is reseeded from ``(seed, DROPOUT, rank,
+micro-step)``; the purpose tags (:mod:`hpcdiff.seeding`) keep the streams apart. A run resumed from a
+checkpoint therefore repeats the loss history of an uninterrupted run exactly.
 
-The network is the run spec's (:class:`hpcdiff.runspec.RunSpec`): a denoiser that owns the residual
-encoding and the ε / v parameterization; the loop only feeds it batches.
+The network is the run spec's (:mod:`hpcdiff.runspec`): for a diffusion run a denoiser that owns the
+residual encoding and the ε / v parameterization, for an autoencoder run the autoencoder. What is
+minimized and how validation is scored is the run's objective (:mod:`hpcdiff.train.objective`); the loop
+only feeds it batches.
 """
 
 from __future__ import annotations
@@ -33,15 +35,14 @@ from hpcdiff.diffusion.weights import sdf_weights
 from hpcdiff.dist import DistEnv
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.provenance import provenance
-from hpcdiff.runspec import RunSpec
-from hpcdiff.seeding import DROPOUT, INIT, NOISE, generator, mix_seed
+from hpcdiff.runspec import AnySpec, AutoencoderSpec, spec_from_job
+from hpcdiff.seeding import DROPOUT, INIT, mix_seed
 from hpcdiff.train import checkpoint
 from hpcdiff.train import engine as ds
 from hpcdiff.train.ema import EMA
 from hpcdiff.train.job import BatchPlan, TrainJob, batch_arithmetic, context_selection, resume_conflicts
 from hpcdiff.train.metrics_log import MetricsLog
-
-ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from hpcdiff.train.objective import AutoencoderObjective, DiffusionObjective, Objective
 
 
 @dataclasses.dataclass
@@ -51,21 +52,9 @@ class TrainResult:
     checkpoint: Path | None
 
 
-def per_sample_noise(index: torch.Tensor, *, seed: int, epoch: int, num_steps: int,
-                     shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Time steps ``[B]`` and noise ``[B, *shape]`` from one generator per sample (independent of
-    batching). ``index`` are global sample indices ``[B]``."""
-    steps, noise = [], []
-    for i in index.tolist():
-        gen = generator(seed, NOISE, epoch, i)
-        steps.append(torch.randint(num_steps, (1,), generator=gen))
-        noise.append(torch.randn(shape, generator=gen))
-    return torch.cat(steps), torch.stack(noise)
-
-
 def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
     """Per-pixel weights ``[1, 1, H, W]`` (mean 1) from the coast distance, or ``None``."""
-    w = job.diffusion.sdf_weights
+    w = job.loss_weights
     if not w.enabled:
         return None
     weight = sdf_weights(train_ds.sdf_km, land_weight=w.land_weight, sea_scale_km=w.sea_scale_km,
@@ -73,7 +62,7 @@ def loss_weight(job: TrainJob, train_ds: ShardDataset) -> torch.Tensor | None:
     return torch.from_numpy(weight.astype("float32"))[None, None]
 
 
-def check_resume(path: Path, *, job: TrainJob, spec: RunSpec) -> None:
+def check_resume(path: Path, *, job: TrainJob, spec: AnySpec) -> None:
     """Refuse to resume checkpoint ``path`` with ``job`` when the run differs (:func:`checkpoint.
     check_compatible`) or the job changes a value the checkpoint restores (:data:`RESTORED_ON_RESUME
     <hpcdiff.train.job.RESTORED_ON_RESUME>`): never train silently with other settings than asked."""
@@ -134,7 +123,7 @@ class Trainer:
             raise HpcdiffError(f"{job.data.dataset}: split {job.data.train_split!r} has fewer samples than "
                                f"one micro-batch per rank ({self.plan.describe()})")
         self.train_ds.verify()  # every shard's checksum, before DeepSpeed starts; workers inherit it
-        self.spec = RunSpec.from_job(job, self.train_ds.manifest)
+        self.spec = spec_from_job(job, self.train_ds.manifest)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
         if self.resume_from is not None:  # refuse a mismatch before any process group or model exists
@@ -150,46 +139,30 @@ class Trainer:
                                       max_steps=job.train.max_steps, min_ratio=job.optim.min_lr_ratio)
         self.engine, self.scheduler = ds.init_engine(model.to(self.device), self.ds_config,
                                                      lr_lambda=lr_lambda)
-        self.denoiser = model  # the engine's module: its parameters are the trained ones
-        self.diffusion = self.spec.build_diffusion()
         self.ema = EMA(self.engine.module, decay=job.train.ema_decay)
-        weight = loss_weight(job, self.train_ds)
-        self.weight = None if weight is None else weight.to(self.device)  # moved once, used every step
+        self.objective = self._objective(model)
         self.step, self._grad_norm, self._val_skip_said = 0, None, False
         if self.resume_from is not None:
             state = checkpoint.load(self.resume_from, engine=self.engine, rank=env.rank)
             self.ema.load_state_dict(state["ema"])
             self.step = int(state["step"])
 
-    def _on_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """``(x0, cond, doy, context)`` on the device (``context`` ``None`` without a spatial context); ``x0``
-        is what is diffused (the denoiser's encoding)."""
-        target, cond, doy = (batch[k].to(self.device) for k in ("target", "cond", "doy"))
-        context = batch["context"].to(self.device) if "context" in batch else None
-        return self.denoiser.encode(target, cond), cond, doy, context
-
-    def _weight(self, batch: dict[str, torch.Tensor], hw: tuple[int, int]) -> torch.Tensor | None:
-        """The loss weights of the batch: the whole grid's ``[1, 1, H, W]``, or each sample's window of
-        them ``[B, 1, h, w]``."""
-        if self.weight is None or tuple(self.weight.shape[-2:]) == hw:
-            return self.weight
-        return torch.cat([self.weight[..., r:r + hw[0], c:c + hw[1]] for r, c in batch["window"].tolist()])
-
-    def _losses(self, model_fn: ModelFn, x0: torch.Tensor, *, batch: dict[str, torch.Tensor],
-                epoch: int) -> dict[str, torch.Tensor]:
-        """Per-sample losses ``[B]`` with each sample's own time step and noise."""
-        t, noise = per_sample_noise(batch["index"], seed=self.job.train.seed, epoch=epoch,
-                                    num_steps=self.diffusion.num_steps, shape=tuple(x0.shape[1:]))
-        t = t.to(self.device)
-        return self.diffusion.training_losses(model_fn, x0, t, noise=noise.to(self.device),
-                                              weight=self._weight(batch, tuple(x0.shape[-2:])),
-                                              mse_weight=self.denoiser.mse_weight(t))
+    def _objective(self, model: torch.nn.Module) -> Objective:
+        """The run's objective around ``model`` (the engine's module: its parameters are the trained ones),
+        with the job's loss weights on the device (moved once, used every step)."""
+        weight = loss_weight(self.job, self.train_ds)
+        weight = None if weight is None else weight.to(self.device)
+        seed = self.job.train.seed
+        if isinstance(self.spec, AutoencoderSpec):
+            return AutoencoderObjective(self.spec, seed=seed, weight=weight, lsm=self.train_ds.mask,
+                                        transforms=self.train_ds.manifest.target_transforms(),
+                                        device=self.device, rank=self.env.rank,
+                                        world_size=self.env.world_size)
+        return DiffusionObjective(self.spec, model, seed=seed, weight=weight, device=self.device)
 
     def _micro_step(self, epoch: int, batch: dict[str, torch.Tensor], micro: int) -> dict[str, float]:
-        x0, cond, doy, context = self._on_device(batch)
         torch.manual_seed(mix_seed(self.job.train.seed, DROPOUT, self.env.rank, micro))
-        losses = self._losses(lambda x_t, t: self.engine(x_t, t, cond, doy, context), x0, batch=batch,
-                              epoch=epoch)
+        losses = self.objective.losses(self.engine, batch, epoch=epoch)
         loss = losses["loss"].mean()
         self.engine.backward(loss)
         if self.engine.is_gradient_accumulation_boundary():
@@ -249,30 +222,26 @@ class Trainer:
         return val, mine if job.train.val_batches is None else mine[:job.train.val_batches]
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float] | None:
-        """EMA-weight loss on the validation split with fixed noise; ``None`` if the split is empty."""
+    def validate(self) -> dict[str, Any] | None:
+        """The objective's validation (:mod:`hpcdiff.train.objective`) with the EMA weights and fixed noise;
+        ``None`` if the split is empty."""
         val, batches = self._validation_batches()
         if val is None:
             return None
         model = self.spec.build_model()
         model.load_state_dict(self.ema.state_dict())
         model.to(self.device).eval()
-        totals = torch.zeros(4, dtype=torch.float64)
+        tally = self.objective.tally(reduce=ds.all_reduce_sum, samples=self._validation_samples(len(val)))
         for b in batches:
-            losses = self._fixed_noise_losses(model, val[b])
-            totals += torch.tensor([float(losses["loss"].sum()), float(losses["mse"].sum()),
-                                    float(losses.get("vlb", torch.zeros(1)).sum()), losses["loss"].numel()],
-                                   dtype=torch.float64)
-        totals = ds.all_reduce_sum(totals)
-        if totals[3] == 0:
-            return None
-        return {"val_loss": float(totals[0] / totals[3]), "val_mse": float(totals[1] / totals[3]),
-                "val_vlb": float(totals[2] / totals[3]), "val_samples": int(totals[3])}
+            tally.add(model, val[b])
+        return tally.result()
 
-    def _fixed_noise_losses(self, model: torch.nn.Module,
-                            batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x0, cond, doy, context = self._on_device(batch)
-        return self._losses(model.bind(cond, doy, context), x0, batch=batch, epoch=0)
+    def _validation_samples(self, batches: int) -> int:
+        """At most how many samples all ranks validate together, of a split of ``batches`` batches
+        (:meth:`_validation_batches`: each rank at most ``train.val_batches`` of them)."""
+        limit = self.job.train.val_batches
+        validated = batches if limit is None else min(batches, limit * self.env.world_size)
+        return validated * self.plan.micro_batch
 
     def _state(self) -> dict[str, Any]:
         """``state.pt``: what sampling needs (EMA, run spec, config, manifest) and the step; the loader
@@ -306,7 +275,8 @@ class Trainer:
                   + (f"; resuming from {self.resume_from} (step {self.step})" if self.resume_from else ""),
                   file=sys.stderr, flush=True)
         ds.barrier()
-        log = MetricsLog(self.run_dir, enabled=main, resume_step=self.step, tensorboard=job.train.tensorboard)
+        log = MetricsLog(self.run_dir, enabled=main, resume_step=self.step, tensorboard=job.train.tensorboard,
+                         columns=self.objective.columns())
         stream = self._batches()
         bar = _progress_bar(enabled=main and self.progress, start=self.step, total=job.train.max_steps)
         last_saved, status = None, "finished"
@@ -331,7 +301,8 @@ class Trainer:
     def _after_step(self, metrics: dict[str, Any], log: MetricsLog, bar: Any) -> None:
         job = self.job
         if self.step % job.train.log_every == 0 or self.step == job.train.max_steps:
-            metrics = self._averaged(metrics, ("loss", "mse", "vlb", "samples_per_s_rank", "data_wait_share"))
+            terms = (*self.objective.terms, "samples_per_s_rank", "data_wait_share")
+            metrics = self._averaged(metrics, terms)
             metrics["samples_per_s_total"] = metrics["samples_per_s_rank"] * self.env.world_size
             log.log("train", {"step": self.step, **metrics})
         if self.step % job.train.val_every == 0 or self.step == job.train.max_steps:

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-TRAIN_COLUMNS = ("step", "epoch", "loss", "mse", "vlb", "lr", "grad_norm", "samples_per_s_rank",
-                 "samples_per_s_total", "data_wait_share", "step_time_s", "peak_mem_mb")
-VAL_COLUMNS = ("step", "val_loss", "val_mse", "val_vlb", "val_samples")
+
+def train_columns(terms: Sequence[str]) -> tuple[str, ...]:
+    """The columns of ``train.csv`` for a run whose loss has the per-sample ``terms`` (``loss`` first)."""
+    return ("step", "epoch", *terms, "lr", "grad_norm", "samples_per_s_rank", "samples_per_s_total",
+            "data_wait_share", "step_time_s", "peak_mem_mb")
+
+
+def val_columns(terms: Sequence[str], extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The columns of ``val.csv``: the loss ``terms`` as ``val_<term>``, the sample count, then ``extra``."""
+    return ("step", *(f"val_{t}" for t in terms), "val_samples", *extra)
+
+
+TRAIN_COLUMNS = train_columns(("loss", "mse", "vlb"))  # a diffusion run's
+VAL_COLUMNS = val_columns(("loss", "mse", "vlb"))
 
 
 class MetricsLog:
-    """Append rows to ``train.csv`` / ``val.csv``. On resume from step ``resume_step`` the rows after it
-    (logged by the run that was killed) are dropped first, so the history reads as one run."""
+    """Append rows to ``train.csv`` / ``val.csv`` (``columns``: ``{"train": ..., "val": ...}``, default
+    a diffusion run's). On resume from step ``resume_step`` the rows after it (logged by the run that was
+    killed) are dropped first, so the history reads as one run."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int = 0, tensorboard: bool = False):
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int = 0, tensorboard: bool = False,
+                 columns: dict[str, tuple[str, ...]] | None = None):
         self.enabled = enabled
         self.paths = {"train": Path(run_dir) / "train.csv", "val": Path(run_dir) / "val.csv"}
-        self.columns = {"train": TRAIN_COLUMNS, "val": VAL_COLUMNS}
+        self.columns = columns or {"train": TRAIN_COLUMNS, "val": VAL_COLUMNS}
         self.writer = None
         if not enabled:
             return
