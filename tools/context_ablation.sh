@@ -9,13 +9,15 @@
 #   spatial     + the ERA5 box of day 0 (context encoder, features sampled at each pixel's place)
 #   both        + days -2 and -1 on the grid and the box of days -2, -1 and 0
 #   spatial-emb as spatial, the encoder's output pooled into the time embedding instead
-# each sampled for 20 test dates x 4 members (DPM-Solver++(3M), 10 steps) and evaluated against the
-# truth, bilinear interpolation and the oracle (which knows the driver).
-#   bash tools/context_ablation.sh OUT [STEPS]    (OUT: a new folder; ~45 min on 2 CPU cores, 2 runs at a time)
+# each sampled for 20 test dates x 4 members (DPM-Solver++(3M), SAMPLE_STEPS steps) and evaluated against
+# the truth, bilinear interpolation and the oracle (which knows the driver).
+#   bash tools/context_ablation.sh OUT [STEPS] [SAMPLE_STEPS]   (defaults 300, 10; OUT: a new folder;
+#   ~1 h at 300 steps on 2 CPU cores, two runs at a time; ARMS="none spatial" runs only those arms)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: tools/context_ablation.sh OUT [STEPS]}
+out=${1:?usage: tools/context_ablation.sh OUT [STEPS] [SAMPLE_STEPS]}
 steps=${2:-300}
+sample_steps=${3:-10}
 venv="${HPCDIFF_VENV:-.venv}"
 hp="$venv/bin/hpcdiff"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} DS_ACCELERATOR=cpu
@@ -31,27 +33,31 @@ print(f\"{{lon: [{g['lon_west']}, {g['lon_east']}], lat: [{g['lat_south']}, {g['
 fi
 common=(--set data.dataset="$out/dataset" --set train.max_steps="$steps" --set train.val_every="$steps"
         --set train.ckpt_every="$steps" --set train.log_every=25 --set train.tensorboard=false --no-progress)
-arm() {  # NAME OVERRIDES...: train, sample, merge, evaluate (skipped where done)
-    local name=$1; shift
-    if [ ! -f "$out/report-$name/metrics.json" ]; then
-        /usr/bin/time -f "$name: train wall %e s, peak RSS %M KiB" "$hp" train jobs/demo_train.yaml \
-            --out "$out/run-$name" "${common[@]}" "$@" > "$out/train-$name.log" 2>&1
-        /usr/bin/time -f "$name: sample wall %e s" "$hp" sample jobs/demo_sample.yaml --run "$out/run-$name" \
-            --out "$out/samples-$name" --no-progress --set dates.limit=20 --set sample.members=4 \
-            --set sample.steps=10 --set sample.batch_size=4 > "$out/sample-$name.log" 2>&1
-        "$hp" merge "$out/samples-$name" --no-progress > /dev/null
-        "$hp" evaluate "$out/samples-$name.nc" --dataset "$out/dataset" --out "$out/report-$name" --no-progress \
-            > "$out/evaluate-$name.txt"
-    fi
+declare -A overrides=(
+    [none]=""
+    [temporal]="context.temporal=[-2,-1]"
+    [spatial]="context.spatial=[0]"
+    [both]="context.temporal=[-2,-1] context.spatial=[-2,-1,0]"
+    [spatial-emb]="context.spatial=[0] context.inject=embedding"
+)
+arm() {  # NAME: train, sample, merge, evaluate (skipped where done)
+    local name=$1 sets=() o
+    for o in ${overrides[$name]}; do sets+=(--set "$o"); done
+    [ -f "$out/report-$name/metrics.json" ] && return
+    /usr/bin/time -f "$name: train wall %e s, peak RSS %M KiB" "$hp" train jobs/demo_train.yaml \
+        --out "$out/run-$name" "${common[@]}" "${sets[@]}" > "$out/train-$name.log" 2>&1
+    /usr/bin/time -f "$name: sample wall %e s" "$hp" sample jobs/demo_sample.yaml --run "$out/run-$name" \
+        --out "$out/samples-$name" --no-progress --set dates.limit=20 --set sample.members=4 \
+        --set sample.steps="$sample_steps" --set sample.batch_size=4 > "$out/sample-$name.log" 2>&1
+    "$hp" merge "$out/samples-$name" --no-progress > /dev/null
+    "$hp" evaluate "$out/samples-$name.nc" --dataset "$out/dataset" --out "$out/report-$name" --no-progress \
+        > "$out/evaluate-$name.txt"
 }
-pair() {  # two arms at a time (one core each); a failed arm fails the script
-    local a b
-    ( arm "${first[@]}" ) & a=$!
-    ( arm "${second[@]}" ) & b=$!
-    wait "$a"; wait "$b"
-}
-first=(none); second=(temporal --set "context.temporal=[-2, -1]"); pair
-first=(spatial --set "context.spatial=[0]")
-second=(both --set "context.temporal=[-2, -1]" --set "context.spatial=[-2, -1, 0]"); pair
-arm spatial-emb --set "context.spatial=[0]" --set context.inject=embedding
-"$venv/bin/python" tools/context_table.py "$out" --arms none temporal spatial both spatial-emb
+read -r -a arms <<< "${ARMS:-none temporal spatial both spatial-emb}"
+for ((k = 0; k < ${#arms[@]}; k += 2)); do  # two arms at a time, one core each; a failed arm fails the script
+    ( arm "${arms[k]}" ) & a=$!
+    b=""
+    if ((k + 1 < ${#arms[@]})); then ( arm "${arms[k + 1]}" ) & b=$!; fi
+    wait "$a"; [ -z "$b" ] || wait "$b"
+done
+"$venv/bin/python" tools/context_table.py "$out" --arms "${arms[@]}"
