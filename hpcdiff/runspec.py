@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
 from hpcdiff.config import from_dict, to_dict
-from hpcdiff.data.context import ContextSelection
+from hpcdiff.data.context import ContextSelection, require_context
 from hpcdiff.data.loader import condition_names
 from hpcdiff.data.manifest import Manifest
 from hpcdiff.data.residual import Residual, residual_from_manifest
@@ -54,11 +54,7 @@ def context_spec(section: Any, manifest: Manifest, *, where: str) -> ContextSpec
     does not hold the days asked for."""
     if not section.temporal and not section.spatial:
         return None
-    info = manifest.context
-    if info is None:
-        raise HpcdiffError(f"{where}: the job's context section reads context, but the dataset holds none "
-                           "(preprocess it with a recipe context: section)")
-    info.check_offsets(temporal=section.temporal, spatial=section.spatial, where=where)
+    info = require_context(manifest.context, temporal=section.temporal, spatial=section.spatial, where=where)
     channels = len(info.box_variables) * len(section.spatial)
     return ContextSpec(temporal=list(section.temporal), spatial=list(section.spatial), inject=section.inject,
                        channels=channels, box_shape=info.box_shape if section.spatial else None)

@@ -265,3 +265,14 @@ class ContextInfo:
             if offset not in self.days:
                 raise HpcdiffError(f"{where}: context.spatial offset {offset:+d} is not among the dataset's "
                                    f"days {list(self.days)} (recipe context.days)")
+
+
+def require_context(info: ContextInfo | None, *, temporal: Sequence[int], spatial: Sequence[int],
+                    where: str) -> ContextInfo:
+    """The dataset's context, which must hold the days a job reads (one-line errors otherwise): the one
+    check the run spec and the sample layout both make."""
+    if info is None:
+        raise HpcdiffError(f"{where}: the job reads context, but the dataset holds none (preprocess it with "
+                           "a recipe context: section)")
+    info.check_offsets(temporal=temporal, spatial=spatial, where=where)
+    return info

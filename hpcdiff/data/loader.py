@@ -51,7 +51,13 @@ import h5py
 import numpy as np
 import torch
 
-from hpcdiff.data.context import BOX_CHANNELS, ContextSelection, box_coordinates, channel_name
+from hpcdiff.data.context import (
+    BOX_CHANNELS,
+    ContextSelection,
+    box_coordinates,
+    channel_name,
+    require_context,
+)
 from hpcdiff.data.manifest import MANIFEST, Manifest, Shard, read_manifest
 from hpcdiff.data.shards import ARRAYS, file_sha256, open_shard, read_rows
 from hpcdiff.data.transforms import forward
@@ -188,11 +194,8 @@ class SampleLayout:
         self.manifest, self.selection = manifest, context or ContextSelection()
         self.info, self.dynamic = manifest.context, len(manifest.conditions)
         if not self.selection.empty:
-            if self.info is None:
-                raise HpcdiffError(f"{manifest.root}: the job reads context, but the dataset holds none "
-                                   "(preprocess it with a recipe context: section)")
-            self.info.check_offsets(temporal=self.selection.temporal, spatial=self.selection.spatial,
-                                    where=str(manifest.root))
+            require_context(self.info, temporal=self.selection.temporal, spatial=self.selection.spatial,
+                            where=str(manifest.root))
         spatial = bool(self.selection.spatial)
         self.fields = read_statics(manifest, extra=("lat", "lon") if spatial else ())
         self.static = normalized_statics(self.fields, manifest, positions=positions, box=spatial)
