@@ -198,8 +198,15 @@ def _poll(submitted: SubmittedArray, *, deadline_s: float, poll_s: float) -> dic
             continue
         error = job.exception()
         if error is not None:
-            failed[i] = _failure(error)
+            # a task cancelled before it started has no log; submitit may see it end (and then says only
+            # that no output stream exists) before it leaves squeue: the same fate, told the same way
+            failed[i] = vanished.error(i) if _never_started(job) else _failure(error)
     return failed
+
+
+def _never_started(job: Any) -> bool:
+    paths = getattr(job, "paths", None)
+    return paths is not None and not paths.stdout.exists() and not paths.stderr.exists()
 
 
 def wait_array(submitted: SubmittedArray, *, deadline_s: float, poll_s: float = 2.0) -> None:
