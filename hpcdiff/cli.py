@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", type=Path, help="preprocessing recipe (YAML), e.g. preprocess/synthetic.yaml")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
 
+    p = sub.add_parser("encode", parents=[quiet],
+                       help="encode a dataset with an autoencoder run: a latent dataset (also under mpiexec)")
+    p.add_argument("run", type=Path, help="autoencoder run folder (a job with model.kind: autoencoder)")
+    p.add_argument("--dataset", type=Path, required=True, help="the pixel dataset to encode")
+    p.add_argument("--out", type=Path, required=True, help="latent dataset folder to create")
+    p.add_argument("--checkpoint", default="latest", help="latest (default) | a checkpoint name or folder")
+    p.add_argument("--batch-size", type=int, default=16, help="samples per encoder call (default: 16)")
+
     p = sub.add_parser("check", help="verify a dataset's shards against its manifest")
     p.add_argument("dataset", type=Path)
 
@@ -214,6 +222,19 @@ def _preprocess(args: argparse.Namespace) -> int:
     out = run_preprocess(recipe, args.out, env=env, recipe_path=args.recipe, progress=args.progress)
     if env.is_main:
         print(f"dataset written to {out}")
+    return 0
+
+
+@command("encode")
+def _encode(args: argparse.Namespace) -> int:
+    from hpcdiff import dist
+    from hpcdiff.data.encode import run_encode
+
+    env = dist.detect()
+    out = run_encode(args.run, args.dataset, args.out, env=env, checkpoint=args.checkpoint,
+                     batch_size=args.batch_size, progress=args.progress)
+    if env.is_main:
+        print(f"latent dataset written to {out}")
     return 0
 
 

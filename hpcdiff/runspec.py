@@ -106,6 +106,52 @@ class ContextSpec:
         return ContextSelection(temporal=tuple(self.temporal), spatial=tuple(self.spatial))
 
 
+@dataclasses.dataclass(frozen=True)
+class LatentSpec:
+    """Diffusion in an autoencoder's latent space (a run trained on a latent dataset, :mod:`hpcdiff.data.
+    latent`): the run's ``targets`` / ``image_shape`` are the latents and their grid; sampling draws
+    latents, maps them back to the encoder's scale (``z = x · std + mean``, per channel) and decodes them
+    with the autoencoder onto the pixel grid ``image_shape`` of the pixel ``targets``. ``normalization``:
+    the fingerprint of the pixel datasets whose conditions (brought to the latent grid,
+    :func:`~hpcdiff.data.latent.block_mean`) sampling reads; ``autoencoder``: the autoencoder's run spec
+    state; ``autoencoder_sha256``: of the latent dataset's ``autoencoder.pt`` the run's copy of its weights
+    came from."""
+
+    factor: int
+    image_shape: tuple[int, int]
+    targets: list[str]
+    normalization: str
+    mean: list[float]
+    std: list[float]
+    autoencoder: dict[str, Any]
+    autoencoder_sha256: str
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> LatentSpec:
+        info = manifest.latent
+        return cls(factor=info.factor, image_shape=info.source_shape, targets=info.target_names,
+                   normalization=info.source_fingerprint, mean=[c.stats.mean for c in manifest.targets],
+                   std=[c.stats.std for c in manifest.targets], autoencoder=dict(info.autoencoder["spec"]),
+                   autoencoder_sha256=info.file_sha256)
+
+    def autoencoder_spec(self) -> AutoencoderSpec:
+        return AutoencoderSpec.from_state(self.autoencoder, where="run spec latent.autoencoder")
+
+
+def latent_spec(job: Any, manifest: Manifest) -> LatentSpec | None:
+    """The :class:`LatentSpec` of a job on ``manifest`` (``None`` for a pixel dataset); one-line errors for
+    what latent runs do not support."""
+    if manifest.latent is None:
+        return None
+    where = f"{job.data.dataset} (a latent dataset)"
+    if job.diffusion.residual:
+        raise HpcdiffError(f"{where}: diffusion.residual needs ERA5 counterparts of the targets, and latents "
+                           "have none; set diffusion.residual: false")
+    if job.data.positions:
+        raise HpcdiffError(f"{where}: data.positions is not supported for latent diffusion; set it false")
+    return LatentSpec.of(manifest)
+
+
 class SpecState:
     """What both kinds of run spec share: the checkpoint form (plain containers), reading it back with its
     version and kind checked, and naming differences."""
@@ -166,6 +212,7 @@ class RunSpec(SpecState):
     positions: bool = False
     architecture: dict[str, Any] | None = None  # the preset's resolved size config (None: recorded none)
     context: ContextSpec | None = None  # None: the same day's conditions only
+    latent: LatentSpec | None = None  # None: diffusion in pixel space
     kind: Literal["diffusion"] = "diffusion"
     version: int = SPEC_VERSION
 
@@ -174,6 +221,7 @@ class RunSpec(SpecState):
         """The spec of training ``job`` (:class:`hpcdiff.train.job.TrainJob`) on the dataset ``manifest``."""
         d = job.diffusion
         architecture = to_dict(preset_config(job.model.backbone, job.model.preset))  # or a one-line error
+        latent = latent_spec(job, manifest)  # first: its refusals say what latent runs take
         residual = None
         if d.residual:
             fitted = residual_from_manifest(manifest)
@@ -187,11 +235,21 @@ class RunSpec(SpecState):
                                      context=None if context is None else context.selection)
         return cls(backbone=job.model.backbone, preset=job.model.preset, dropout=job.model.dropout,
                    targets=manifest.target_names, conditions=conditions, architecture=architecture,
-                   context=context,
+                   context=context, latent=latent,
                    image_shape=manifest.grid.shape, patch=patch, positions=positions,
                    diffusion=DiffusionSpec(schedule=d.schedule, num_steps=d.num_steps, var_type=d.var_type,
                                            loss=d.loss, vlb_weight=d.vlb_weight),
                    prediction=d.prediction, residual=residual, normalization=manifest.fingerprint())
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """The grid of the fields sampling writes: the pixel grid (also for a latent run)."""
+        return tuple(self.image_shape if self.latent is None else self.latent.image_shape)
+
+    @property
+    def output_targets(self) -> list[str]:
+        """The channels sampling writes: the pixel targets (also for a latent run)."""
+        return list(self.targets if self.latent is None else self.latent.targets)
 
     @property
     def context_selection(self) -> ContextSelection | None:
@@ -253,6 +311,9 @@ class AutoencoderSpec(SpecState):
     def from_job(cls, job: Any, manifest: Manifest) -> AutoencoderSpec:
         """The spec of autoencoder training ``job`` (:class:`hpcdiff.train.job.TrainJob`) on ``manifest``."""
         config = autoencoder_config(job.model.preset)  # or a one-line error
+        if manifest.latent is not None:
+            raise HpcdiffError(f"{job.data.dataset}: a latent dataset; train the autoencoder on the pixel "
+                               f"dataset it encodes ({manifest.latent.source_dataset})")
         if job.data.patch is not None:
             check_patch(job.data.patch, manifest.grid.shape, where=str(job.data.dataset))
         a = job.autoencoder

@@ -379,6 +379,10 @@ CASES: list[Case] = [
     Case("merge-out-is-folder", "`merge --out` naming a folder",
          lambda i, f: ["merge", str(i.samples), "--out", str(f), QUIET],
          "is a folder; give merge --out a file"),
+    # -- encoding ------------------------------------------------------------------------------------
+    Case("encode-diffusion-run", "`encode` with a diffusion run instead of an autoencoder run",
+         lambda i, f: ["encode", str(i.run), "--dataset", str(i.dataset), "--out", str(f / "latent"), QUIET],
+         "hpcdiff encode needs an autoencoder run"),
     # -- evaluation ----------------------------------------------------------------------------------
     Case("evaluate-missing-samples", "`evaluate` of a file that does not exist",
          lambda i, f: evaluate(f / "nope.nc", i.dataset, f / "report"), "nope.nc"),

@@ -23,7 +23,9 @@ are equal and the targets' names, units and bounds are there for sampling and me
 
 A dataset preprocessed with a ``context:`` section has ``context`` (:class:`~hpcdiff.data.context.
 ContextInfo`): the stored days, the box's variables, statistics and cell centres, and every date dropped
-because its context was incomplete, with the day it lacked.
+because its context was incomplete, with the day it lacked. A *latent* dataset (``hpcdiff encode``) has
+``latent`` (:class:`~hpcdiff.data.latent.LatentInfo`): its targets are an autoencoder's latents on a
+coarser grid, and the section names the autoencoder and the pixel dataset it encoded.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 from hpcdiff.config import read_versioned_json
 from hpcdiff.data.context import ContextInfo
+from hpcdiff.data.latent import LatentInfo
 from hpcdiff.data.transforms import Bounds, ChannelStats
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.timeaxis import calendar_name
@@ -110,6 +113,7 @@ class Manifest:
     normalization_from: NormalizationSource | None = None  # set for a conditions-only dataset
     calendar: str = "standard"  # of its dates and day numbers (see hpcdiff.timeaxis)
     context: ContextInfo | None = None  # neighbouring days and the large-domain box (recipe context)
+    latent: LatentInfo | None = None  # a latent dataset's autoencoder and source (hpcdiff encode)
 
     @property
     def conditions_only(self) -> bool:
@@ -231,7 +235,7 @@ def parse_manifest(data: Mapping[str, Any], *, root: Path) -> Manifest:
         recipe=dict(data.get("recipe") or {}), raw=dict(data),
         normalization_from=_normalization_from(data),
         calendar=calendar_name(data.get("calendar"), where=f"{root}: manifest"),
-        context=ContextInfo.from_json(data.get("context")))
+        context=ContextInfo.from_json(data.get("context")), latent=LatentInfo.from_json(data.get("latent")))
 
 
 def _normalization_from(data: Mapping[str, Any]) -> NormalizationSource | None:

@@ -31,6 +31,7 @@ import torch
 
 from hpcdiff import memory
 from hpcdiff.config import dump_config
+from hpcdiff.data.latent import block_mean
 from hpcdiff.data.manifest import read_manifest
 from hpcdiff.diffusion.samplers import sample
 from hpcdiff.errors import HpcdiffError
@@ -43,6 +44,7 @@ from hpcdiff.sample.run import (
     TrainedRun,
     autocast_dtype,
     default_device,
+    load_autoencoder,
     load_network,
     open_run,
     precision_name,
@@ -83,11 +85,18 @@ def make_plan(job: SampleJob, run: TrainedRun) -> SamplePlan:
     s = job.sample
     if s.tiles is not None:
         check_tiling(s.tiles, s.overlap, where="sample job")
+        if run.spec.latent is not None:
+            raise HpcdiffError(f"sample.tile: run {run.run_dir} samples latents (a grid "
+                               f"{run.spec.latent.factor}x coarser per axis) in one piece; set sample.tile: "
+                               "null")
+    latent = run.spec.latent
+    targets = list(run.manifest.raw["targets"]) if latent is None else [dict(t) for t in
+                                                                         run.manifest.latent.source_targets]
     return SamplePlan(run=str(run.run_dir), checkpoint=str(run.checkpoint), checkpoint_step=run.step,
                       checkpoint_sha256=run.checkpoint_sha256, dataset=str(run.dataset), dates=dates,
                       members=s.members, sampler=s.sampler, steps=resolved_steps(s, run.spec),
                       spacing=s.spacing, eta=s.eta, seed=s.seed, precision=s.precision,
-                      image_shape=run.spec.image_shape, targets=list(run.manifest.raw["targets"]),
+                      image_shape=run.spec.output_shape, targets=targets,
                       tile=s.tiles, tile_overlap=s.overlap)
 
 
@@ -139,6 +148,9 @@ class EnsembleSampler:
         self.reader = ConditionReader(run.dataset, positions=run.spec.positions,
                                       context=run.spec.context_selection)
         self.shape = (len(plan.channels), *plan.image_shape)
+        self.latent = run.spec.latent  # latent diffusion: draw latents, decode them onto the pixel grid
+        self.autoencoder = None if self.latent is None else load_autoencoder(run, device=device)
+        self.drawn = self.shape if self.latent is None else (len(run.spec.targets), *run.spec.image_shape)
         self._cond: dict[str, tuple[np.ndarray, np.ndarray | None, float]] = {}
 
     @property
@@ -149,7 +161,10 @@ class EnsembleSampler:
         """``(cond [C, H, W], context [Cx · S, Hx, Wx] or None, day of year)`` of ``date``, read once while
         its members are drawn."""
         if date not in self._cond:
-            self._cond[date] = self.reader.read(date)
+            cond, context, doy = self.reader.read(date)
+            if self.latent is not None:  # on the latent grid, as hpcdiff encode wrote them
+                cond = block_mean(cond, self.latent.factor)
+            self._cond[date] = (cond, context, doy)
         return self._cond[date]
 
     def draw(self, rows: Sequence[Row]) -> np.ndarray:
@@ -165,11 +180,22 @@ class EnsembleSampler:
         model_fn = (self.model.bind(cond, doy, context) if tile is None
                     else TiledModel(self.model, cond, doy, context=context, tile=tuple(tile),
                                     overlap=overlap))
-        x = sample(model_fn, self.diffusion, (len(rows), *self.shape),
+        x = sample(model_fn, self.diffusion, (len(rows), *self.drawn),
                    sampler=self.plan.sampler, steps=self.diffusion.num_steps, eta=self.plan.eta,
                    generators=generators, device=self.device)
-        assert x.shape == (len(rows), *self.shape), (tuple(x.shape), self.shape)
-        return self.model.decode(x.float(), cond.float()).cpu().numpy()
+        assert x.shape == (len(rows), *self.drawn), (tuple(x.shape), self.drawn)
+        x = self.model.decode(x.float(), cond.float())
+        if self.autoencoder is not None:
+            x = self.decode_latents(x)
+        return x.cpu().numpy()
+
+    def decode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized latents ``[N, Cl, h, w]`` -> normalized targets ``[N, Ct, H, W]`` on the pixel grid:
+        back to the encoder's scale, then the autoencoder's decoder (in float32)."""
+        mean = torch.tensor(self.latent.mean, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
+        std = torch.tensor(self.latent.std, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1)
+        with torch.no_grad():
+            return self.autoencoder.decode(x * std + mean, tuple(self.latent.image_shape))
 
     def generate(self, dates: Sequence[str], *, batch_size: int,
                  progress: bool) -> Iterator[tuple[str, np.ndarray]]:

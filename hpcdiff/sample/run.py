@@ -10,6 +10,7 @@ re-derived from the training job's YAML.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,20 @@ def open_run(job: SampleJob, run_dir: Path) -> tuple[SampleJob, TrainedRun]:
         raise HpcdiffError(f"{run_dir} is an autoencoder run; it encodes datasets (hpcdiff encode), it does "
                            "not sample")
     trained_on = Path(state["config"]["data"]["dataset"])
-    dataset = Path(job.dataset if job.dataset is not None else trained_on).resolve()
+    manifest = parse_manifest(state["manifest"], root=trained_on)
+    # a latent run samples with a pixel dataset's conditions: by default the one its latents encode
+    default = trained_on if manifest.latent is None else Path(manifest.latent.source_dataset)
+    dataset = Path(job.dataset if job.dataset is not None else default).resolve()
     run = TrainedRun(run_dir=Path(run_dir).resolve(), checkpoint=path,
                      checkpoint_sha256=ckpt.read_checksums(path)[ckpt.STATE], state=state, spec=spec,
-                     manifest=parse_manifest(state["manifest"], root=trained_on), dataset=dataset)
+                     manifest=manifest, dataset=dataset)
     check_dataset(run, read_manifest(dataset))
     check_weights(spec, state["ema"], where=where)
+    if spec.latent is not None:
+        if not isinstance(state.get("autoencoder"), dict):
+            raise HpcdiffError(f"{where}: a latent run's checkpoint without the autoencoder's weights")
+        check_state_dict(spec.latent.autoencoder_spec().build_model, state["autoencoder"],
+                         where=f"{where} (autoencoder)")
     resolved = dataclasses.replace(job, dataset=dataset,
                                    sample=dataclasses.replace(job.sample, checkpoint=str(path)))
     return resolved, run
@@ -84,22 +93,34 @@ def open_run(job: SampleJob, run_dir: Path) -> tuple[SampleJob, TrainedRun]:
 def check_dataset(run: TrainedRun, manifest: Manifest) -> None:
     """The dataset must hold the channels the network was trained on, normalized with the same statistics
     (else the conditions would be silently mis-scaled), on a grid of the trained shape."""
-    if manifest.fingerprint() != run.spec.normalization:
+    latent = run.spec.latent
+    if latent is not None and manifest.latent is not None:
+        raise HpcdiffError(f"{run.dataset}: a latent dataset; run {run.run_dir} samples latents from the "
+                           f"conditions of a pixel dataset, e.g. the one they encode "
+                           f"({manifest.latent.source_dataset})")
+    fingerprint = run.spec.normalization if latent is None else latent.normalization
+    if manifest.fingerprint() != fingerprint:
         raise HpcdiffError(f"{run.dataset}: its channels or normalization statistics differ from those run "
                            f"{run.run_dir} was trained with; use the training dataset or one preprocessed "
                            "with the same statistics")
-    if tuple(manifest.grid.shape) != tuple(run.spec.image_shape):
+    if tuple(manifest.grid.shape) != tuple(run.spec.output_shape):
         raise HpcdiffError(f"{run.dataset}: grid {list(manifest.grid.shape)} differs from the trained "
-                           f"image shape {list(run.spec.image_shape)}")
+                           f"image shape {list(run.spec.output_shape)}")
 
 
 def check_weights(spec: RunSpec, ema: Any, *, where: str) -> None:
     """Refuse EMA weights that do not fit ``spec`` before anything is written (a plan naming this checkpoint
     would block the rerun with a good one). Names and shapes are compared with the spec's network built
     on the meta device: no memory, no initialization."""
+    check_state_dict(spec.build_model, ema, where=where)
+
+
+def check_state_dict(build: Callable[[], torch.nn.Module], weights: Any, *, where: str) -> None:
+    """Refuse ``weights`` whose names and shapes differ from those of the network ``build()`` makes (built on
+    the meta device)."""
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in spec.build_model().state_dict().items()}
-    got = {k: tuple(getattr(v, "shape", ())) for k, v in ema.items()} if isinstance(ema, dict) else {}
+        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    got = {k: tuple(getattr(v, "shape", ())) for k, v in weights.items()} if isinstance(weights, dict) else {}
     missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
     wrong = [k for k in expected if k in got and got[k] != expected[k]]
     if not (missing or unexpected or wrong):
@@ -132,6 +153,13 @@ def load_network(run: TrainedRun, *, device: torch.device) -> Denoiser:
     the run was opened), in eval mode on ``device``."""
     model = run.spec.build_model()
     model.load_state_dict(run.state["ema"])
+    return model.to(device).eval()
+
+
+def load_autoencoder(run: TrainedRun, *, device: torch.device) -> torch.nn.Module:
+    """A latent run's autoencoder with the weights its checkpoint carries (fp32, eval mode, on ``device``)."""
+    model = run.spec.latent.autoencoder_spec().build_model()
+    model.load_state_dict(run.state["autoencoder"])
     return model.to(device).eval()
 
 

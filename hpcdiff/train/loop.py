@@ -30,6 +30,7 @@ import torch
 
 from hpcdiff import memory
 from hpcdiff.config import dump_config, to_dict
+from hpcdiff.data.latent import read_autoencoder_file
 from hpcdiff.data.loader import ShardDataset
 from hpcdiff.diffusion.weights import sdf_weights
 from hpcdiff.dist import DistEnv
@@ -124,6 +125,10 @@ class Trainer:
                                f"one micro-batch per rank ({self.plan.describe()})")
         self.train_ds.verify()  # every shard's checksum, before DeepSpeed starts; workers inherit it
         self.spec = spec_from_job(job, self.train_ds.manifest)
+        # a latent run carries the autoencoder's weights in its checkpoints: sampling decodes with them
+        latent = self.train_ds.manifest.latent
+        self.autoencoder = (None if latent is None else
+                            read_autoencoder_file(self.train_ds.root, latent)["weights"])
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume_from = checkpoint.resolve_resume(resume, self.ckpt_root)
         if self.resume_from is not None:  # refuse a mismatch before any process group or model exists
@@ -248,7 +253,8 @@ class Trainer:
         position follows from the step (``step x accum_steps`` micro-batches)."""
         return {"step": self.step, "ema": self.ema.state_dict(), "run_spec": self.spec.to_state(),
                 "config": to_dict(self.job), "manifest": self.train_ds.manifest.raw,
-                "world_size": self.env.world_size, "provenance": provenance()}
+                "world_size": self.env.world_size, "provenance": provenance(),
+                **({} if self.autoencoder is None else {"autoencoder": self.autoencoder})}
 
     def save(self) -> Path:
         return checkpoint.save(self.ckpt_root, step=self.step, engine=self.engine, state=self._state(),
