@@ -10,6 +10,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from hpcdiff.data.latent import AUTOENCODER_FILE
 from hpcdiff.data.manifest import Manifest, read_manifest
 from hpcdiff.data.shards import COPY_SAMPLES, file_sha256, open_shard
 from hpcdiff.errors import HpcdiffError
@@ -22,6 +23,8 @@ def check_dataset(path: Path) -> str:
     manifest = read_manifest(path)
     height, width = manifest.grid.shape
     _check_file(path / manifest.static_path, manifest.static_sha256)
+    if manifest.latent is not None:  # the autoencoder whose latents these are, and which decodes them
+        _check_file(path / AUTOENCODER_FILE, manifest.latent.file_sha256)
     lines = []
     for name, split in manifest.splits.items():
         days = to_days(split.dates)
@@ -44,6 +47,9 @@ def check_dataset(path: Path) -> str:
     channels = (f"{len(manifest.conditions)} condition channels, no targets (conditions-only)"
                 if manifest.conditions_only else
                 f"{len(manifest.targets)} target + {len(manifest.conditions)} condition channels")
+    if manifest.latent is not None:
+        channels += (f"; latents of {manifest.latent.source_shape[0]} x {manifest.latent.source_shape[1]} "
+                     f"fields, {manifest.latent.factor}x coarser per axis")
     return (f"{path}: OK ({', '.join(lines)}; grid {height} x {width}; {channels}; "
             f"{size_mb:.1f} MiB)")
 
