@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="latent dataset folder to create")
     p.add_argument("--checkpoint", default="latest", help="latest (default) | a checkpoint name or folder")
     p.add_argument("--batch-size", type=int, default=16, help="samples per encoder call (default: 16)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="do not add the encoded ERA5 baseline of the targets to the conditions (then latent "
+                        "runs cannot diffuse residuals)")
 
     p = sub.add_parser("check", help="verify a dataset's shards against its manifest")
     p.add_argument("dataset", type=Path)
@@ -232,7 +235,7 @@ def _encode(args: argparse.Namespace) -> int:
 
     env = dist.detect()
     out = run_encode(args.run, args.dataset, args.out, env=env, checkpoint=args.checkpoint,
-                     batch_size=args.batch_size, progress=args.progress)
+                     batch_size=args.batch_size, baseline=args.baseline, progress=args.progress)
     if env.is_main:
         print(f"latent dataset written to {out}")
     return 0

@@ -115,7 +115,8 @@ class LatentSpec:
     the fingerprint of the pixel datasets whose conditions (brought to the latent grid,
     :func:`~hpcdiff.data.latent.block_mean`) sampling reads; ``autoencoder``: the autoencoder's run spec
     state; ``autoencoder_sha256``: of the latent dataset's ``autoencoder.pt`` the run's copy of its weights
-    came from."""
+    came from; ``baseline``: the pixel dataset's residual map whose ERA5 baseline of the targets, encoded
+    and normalized like the latents, follows the block-mean conditions (``None``: encoded without it)."""
 
     factor: int
     image_shape: tuple[int, int]
@@ -125,14 +126,17 @@ class LatentSpec:
     std: list[float]
     autoencoder: dict[str, Any]
     autoencoder_sha256: str
+    baseline: ResidualSpec | None = None
 
     @classmethod
     def of(cls, manifest: Manifest) -> LatentSpec:
         info = manifest.latent
+        baseline = None if info.baseline is None else ResidualSpec(**{
+            k: list(info.baseline[k]) for k in ("index", "a", "b", "scale")})
         return cls(factor=info.factor, image_shape=info.source_shape, targets=info.target_names,
                    normalization=info.source_fingerprint, mean=[c.stats.mean for c in manifest.targets],
                    std=[c.stats.std for c in manifest.targets], autoencoder=dict(info.autoencoder["spec"]),
-                   autoencoder_sha256=info.file_sha256)
+                   autoencoder_sha256=info.file_sha256, baseline=baseline)
 
     def autoencoder_spec(self) -> AutoencoderSpec:
         return AutoencoderSpec.from_state(self.autoencoder, where="run spec latent.autoencoder")
@@ -144,9 +148,10 @@ def latent_spec(job: Any, manifest: Manifest) -> LatentSpec | None:
     if manifest.latent is None:
         return None
     where = f"{job.data.dataset} (a latent dataset)"
-    if job.diffusion.residual:
-        raise HpcdiffError(f"{where}: diffusion.residual needs ERA5 counterparts of the targets, and latents "
-                           "have none; set diffusion.residual: false")
+    if job.diffusion.residual and manifest.latent.baseline is None:
+        raise HpcdiffError(f"{where}: diffusion.residual needs ERA5 counterparts of the targets, and this "
+                           "dataset was encoded without its baseline (--no-baseline); set "
+                           "diffusion.residual: false or encode it with its baseline")
     if job.data.positions:
         raise HpcdiffError(f"{where}: data.positions is not supported for latent diffusion; set it false")
     return LatentSpec.of(manifest)

@@ -27,6 +27,7 @@ from hpcdiff.data.latent import AUTOENCODER_FILE, block_mean, latent_grid, laten
 from hpcdiff.data.loader import verify_shard
 from hpcdiff.data.manifest import Manifest, read_manifest, write_manifest
 from hpcdiff.data.preprocess import make_temp_dir, writing
+from hpcdiff.data.residual import Residual, residual_from_manifest
 from hpcdiff.data.shards import create_shard, file_sha256, open_shard, standardize_shard
 from hpcdiff.data.transforms import RunningStats, channel_stats, merged
 from hpcdiff.dist import DistEnv
@@ -47,6 +48,7 @@ class EncodeSetup:
     step: int
     spec: AutoencoderSpec
     manifest: Manifest
+    baseline: Residual | None  # the source's ERA5 baseline of the targets, encoded as extra conditions
 
     @property
     def factor(self) -> int:
@@ -61,7 +63,7 @@ class EncodeSetup:
         return [(name, s) for name, split in self.manifest.splits.items() for s in split.shards]
 
 
-def prepare(run_dir: Path, dataset: Path, *, checkpoint: str) -> EncodeSetup:
+def prepare(run_dir: Path, dataset: Path, *, checkpoint: str, baseline: bool = True) -> EncodeSetup:
     """Open the autoencoder checkpoint and the source dataset; one-line errors when they do not fit."""
     from hpcdiff.sample.run import resolve_checkpoint
 
@@ -87,7 +89,15 @@ def prepare(run_dir: Path, dataset: Path, *, checkpoint: str) -> EncodeSetup:
     if list(manifest.target_names) != list(spec.targets):
         raise HpcdiffError(f"{where}: targets {manifest.target_names}; the autoencoder encodes "
                            f"{spec.targets}")
-    return EncodeSetup(checkpoint=path, step=int(state["step"]), spec=spec, manifest=manifest)
+    residual = None
+    if baseline:
+        try:
+            residual = residual_from_manifest(manifest)
+        except HpcdiffError as err:
+            raise HpcdiffError(f"{where}: no ERA5 baseline of the targets to encode ({err}); encode with "
+                               "--no-baseline") from None
+    return EncodeSetup(checkpoint=path, step=int(state["step"]), spec=spec, manifest=manifest,
+                       baseline=residual)
 
 
 def load_autoencoder(setup: EncodeSetup) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
@@ -98,26 +108,71 @@ def load_autoencoder(setup: EncodeSetup) -> tuple[torch.nn.Module, dict[str, tor
     return model.eval(), weights
 
 
+@dataclasses.dataclass
+class LatentStats:
+    """The training split's latents (``latents``) and, with an encoded baseline, the squared difference of
+    latent and baseline latent per channel (``residual``: its mean over ``count`` values)."""
+
+    latents: RunningStats
+    residual: np.ndarray
+    count: float = 0.0
+
+    @classmethod
+    def empty(cls, channels: int) -> LatentStats:
+        return cls(RunningStats.empty(channels), np.zeros(channels))
+
+    def update(self, latents: np.ndarray, baseline: np.ndarray | None) -> None:
+        self.latents.update(latents)
+        if baseline is not None:
+            diff = latents.astype(np.float64) - baseline
+            self.residual += np.square(diff).sum(axis=(0, 2, 3))
+            self.count += diff.shape[0] * diff.shape[2] * diff.shape[3]
+
+    @staticmethod
+    def merged(parts: list[LatentStats]) -> LatentStats:
+        return LatentStats(merged([p.latents for p in parts]), np.sum([p.residual for p in parts], axis=0),
+                           float(sum(p.count for p in parts)))
+
+
 def encode_shard(model: torch.nn.Module, setup: EncodeSetup, split: str, shard: Any, *, folder: Path,
-                 batch_size: int, device: torch.device, stats: RunningStats | None) -> None:
-    """One source shard -> the un-normalized latent shard of the same name (posterior means, and the
-    conditions by :func:`~hpcdiff.data.latent.block_mean`); ``stats`` accumulates the latents."""
+                 batch_size: int, device: torch.device, stats: LatentStats | None) -> None:
+    """One source shard -> the un-normalized latent shard of the same name: the posterior means, the
+    conditions by :func:`~hpcdiff.data.latent.block_mean` and, with a baseline, its posterior means after
+    them; ``stats`` accumulates the latents (training split)."""
     manifest, f = setup.manifest, setup.factor
     verify_shard(manifest.root, shard)
     cl, cc = setup.spec.latent_channels, len(manifest.conditions)
+    extra = cl if setup.baseline is not None else 0
     with open_shard(manifest.root / shard.path) as src, \
-            create_shard(folder / shard.path, n=shard.n, channels={"target": cl, "cond": cc}, hw=setup.grid,
-                         chunk=manifest.batch_chunk) as dst:
+            create_shard(folder / shard.path, n=shard.n, channels={"target": cl, "cond": cc + extra},
+                         hw=setup.grid, chunk=manifest.batch_chunk) as dst:
         dst["time"][...] = src["time"][...]
         for start in range(0, shard.n, batch_size):
-            target = torch.from_numpy(src["target"][start:start + batch_size]).to(device)
-            with torch.no_grad():
-                mean, _ = model.encode(target)
-            latents = mean.float().cpu().numpy()
-            dst["target"][start:start + len(latents)] = latents
-            dst["cond"][start:start + len(latents)] = block_mean(src["cond"][start:start + batch_size], f)
+            cond = src["cond"][start:start + batch_size]
+            latents = encode_means(model, src["target"][start:start + batch_size], device)
+            rows = slice(start, start + len(latents))
+            dst["target"][rows] = latents
+            dst["cond"][rows, :cc] = block_mean(cond, f)
+            base = None
+            if setup.baseline is not None:
+                base = encode_means(model, baseline_fields(setup.baseline, cond), device)
+                dst["cond"][rows, cc:] = base
             if stats is not None:
-                stats.update(latents)
+                stats.update(latents, base)
+
+
+def encode_means(model: torch.nn.Module, fields: np.ndarray, device: torch.device) -> np.ndarray:
+    """The encoder's posterior means ``[N, Cl, h, w]`` float32 of normalized target fields
+    ``[N, Ct, H, W]``."""
+    with torch.no_grad():
+        mean, _ = model.encode(torch.from_numpy(np.ascontiguousarray(fields, np.float32)).to(device))
+    return mean.float().cpu().numpy()
+
+
+def baseline_fields(residual: Residual, cond: np.ndarray) -> np.ndarray:
+    """The targets' ERA5 baseline in their normalization, ``[N, Ct, H, W]``, from the normalized dynamic
+    conditions ``cond [N, Cc, H, W]`` (:meth:`~hpcdiff.data.residual.Residual.baseline`)."""
+    return residual.baseline(torch.from_numpy(np.ascontiguousarray(cond, np.float32))).numpy()
 
 
 def write_static(setup: EncodeSetup, path: Path) -> None:
@@ -134,13 +189,21 @@ def write_static(setup: EncodeSetup, path: Path) -> None:
             dst.create_dataset(name, data=values).attrs.update(dict(src[name].attrs))
 
 
-def build_manifest(setup: EncodeSetup, *, stats: list[dict[str, Any]], entries: list[dict[str, Any]],
-                   static_sha256: str, file_sha256_: str, run_dir: Path) -> dict[str, Any]:
-    """The source's manifest with the latent targets, grid, shards and the ``latent`` section."""
+def build_manifest(setup: EncodeSetup, *, stats: list[dict[str, Any]], residual_rms: list[float] | None,
+                   entries: list[dict[str, Any]], static_sha256: str, file_sha256_: str,
+                   run_dir: Path) -> dict[str, Any]:
+    """The source's manifest with the latent targets (and encoded baseline conditions), grid, shards and
+    the ``latent`` section."""
     source = setup.manifest
     raw = {k: v for k, v in source.raw.items() if k != "manifest_sha256"}
-    targets = [{"name": name, "units": "1", "stats": s, "bounds": [None, None], "residual_rms": None}
-               for name, s in zip(latent_names(setup.spec.latent_channels), stats, strict=True)]
+    names = latent_names(setup.spec.latent_channels)
+    rms = residual_rms or [None] * len(names)
+    targets = [{"name": name, "units": "1", "stats": s, "bounds": [None, None], "residual_rms": r}
+               for name, s, r in zip(names, stats, rms, strict=True)]
+    conditions = list(raw["conditions"])
+    if setup.baseline is not None:  # named and normalized as the latents: the residual's map is the identity
+        conditions += [{"name": name, "units": "1", "source_units": "1", "kind": "encoded baseline",
+                        "stats": s} for name, s in zip(names, stats, strict=True)]
     (y0, _), (x0, _) = source.grid.window
     f = setup.factor
     grid = {**raw["grid"], "shape": list(setup.grid),
@@ -157,20 +220,22 @@ def build_manifest(setup: EncodeSetup, *, stats: list[dict[str, Any]], entries: 
                          "targets": source.raw["targets"]},
               "autoencoder": {"run": str(Path(run_dir).resolve()), "checkpoint": str(setup.checkpoint),
                               "step": setup.step, "spec": setup.spec.to_state()},
-              "file": {"path": AUTOENCODER_FILE, "sha256": file_sha256_}}
-    return {**raw, "provenance": provenance(), "targets": targets, "grid": grid,
+              "file": {"path": AUTOENCODER_FILE, "sha256": file_sha256_},
+              "baseline": None if setup.baseline is None else setup.baseline.to_state()}
+    return {**raw, "provenance": provenance(), "targets": targets, "conditions": conditions, "grid": grid,
             "static": {"path": "static.h5", "sha256": static_sha256}, "splits": splits, "latent": latent}
 
 
 def publish(setup: EncodeSetup, tmp: Path, out: Path, *, run_dir: Path, weights: dict[str, torch.Tensor],
-            stats: list[dict[str, Any]], entries: list[dict[str, Any]]) -> None:
+            stats: list[dict[str, Any]], residual_rms: list[float] | None,
+            entries: list[dict[str, Any]]) -> None:
     """Rank 0: statics, the autoencoder's weights, the manifest (last), then the rename onto ``out``."""
     write_static(setup, tmp / "static.h5")
     torch.save({"spec": setup.spec.to_state(), "weights": weights}, tmp / AUTOENCODER_FILE)
     recipe = setup.manifest.root / "recipe.yaml"
     if recipe.is_file():
         shutil.copyfile(recipe, tmp / "recipe.yaml")
-    manifest = build_manifest(setup, stats=stats, entries=entries,
+    manifest = build_manifest(setup, stats=stats, residual_rms=residual_rms, entries=entries,
                               static_sha256=file_sha256(tmp / "static.h5"),
                               file_sha256_=file_sha256(tmp / AUTOENCODER_FILE), run_dir=run_dir)
     write_manifest(tmp, manifest)
@@ -183,21 +248,23 @@ def finalize(setup: EncodeSetup, mine: list[tuple[str, Any]], *, folder: Path,
     entries = []
     for split, shard in mine:
         path = folder / shard.path
-        standardize_shard(path, stats={"target": stats}, attrs={"split": split, "latent": True})
+        cond = [{"mean": 0.0, "std": 1.0}] * len(setup.manifest.conditions)  # normalized already
+        cond += stats if setup.baseline is not None else []
+        standardize_shard(path, stats={"target": stats, "cond": cond}, attrs={"split": split, "latent": True})
         entries.append({"split": split, "path": shard.path, "n": shard.n, "sha256": file_sha256(path),
                         "bytes": path.stat().st_size})
     return entries
 
 
 def run_encode(run_dir: Path, dataset: Path, out: Path, *, env: DistEnv, checkpoint: str = "latest",
-               batch_size: int = 16, progress: bool = True) -> Path:
+               batch_size: int = 16, baseline: bool = True, progress: bool = True) -> Path:
     """Encode ``dataset`` with the autoencoder run ``run_dir`` into the latent dataset ``out`` on this rank of
     ``env`` (all ranks call this)."""
     if batch_size < 1:
         raise HpcdiffError(f"--batch-size must be positive, got {batch_size}")
     coll = Collective.connect(env)
     out = Path(out).absolute()
-    setup = coll.agreed(lambda: prepare(run_dir, Path(dataset), checkpoint=checkpoint))
+    setup = coll.agreed(lambda: prepare(run_dir, Path(dataset), checkpoint=checkpoint, baseline=baseline))
     model, weights = load_autoencoder(setup)
     device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
     model = model.to(device)
@@ -206,7 +273,7 @@ def run_encode(run_dir: Path, dataset: Path, out: Path, *, env: DistEnv, checkpo
     source_bytes = sum(int(s.bytes or 0) for _, s in everything)
     tmp = coll.on_root(lambda: make_temp_dir(out, needed=source_bytes // 4))
     try:
-        stats = RunningStats.empty(setup.spec.latent_channels)
+        stats = LatentStats.empty(setup.spec.latent_channels)
 
         def encode_mine() -> None:
             bar = _bar(progress and coll.is_root, total=sum(s.n for _, s in mine))
@@ -219,14 +286,19 @@ def run_encode(run_dir: Path, dataset: Path, out: Path, *, env: DistEnv, checkpo
                 bar.close()
 
         coll.agreed(writing(out, encode_mine))
-        total = merged(coll.allgather(stats))
+        everyone = LatentStats.merged(coll.allgather(stats))
+        total = everyone.latents
         fitted = coll.agreed(lambda: channel_stats(total, kinds=["zscore"] * total.count.size,
                                                    scales=[1.0] * total.count.size,
                                                    names=latent_names(total.count.size)))
+        # the RMS of the normalized latents' residual to the normalized baseline's (the residual's scale)
+        residual_rms = (None if setup.baseline is None else
+                        [float(v) for v in np.sqrt(everyone.residual / max(everyone.count, 1.0)) / total.std])
         entries = coll.agreed(writing(out, lambda: finalize(setup, mine, folder=tmp, stats=fitted)))
         gathered = [e for part in coll.allgather(entries) for e in part]
         coll.on_root(writing(out, lambda: publish(setup, tmp, out, run_dir=run_dir, weights=weights,
-                                                  stats=fitted, entries=gathered)))
+                                                  stats=fitted, residual_rms=residual_rms,
+                                                  entries=gathered)))
     except BaseException:
         if coll.is_root:
             shutil.rmtree(tmp, ignore_errors=True)

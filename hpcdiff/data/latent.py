@@ -6,9 +6,14 @@ A latent dataset has the shard format and manifest of any dataset, on the *laten
 
 - ``target`` ``[n, Cl, h, w]``: the encoder's posterior means, normalized per latent channel by their
   statistics over the training split (recorded as the targets' ``stats``; channels ``z0``, ``z1``, ...);
-- ``cond`` ``[n, Cc, h, w]``: the source's normalized conditions, brought to the latent grid by
-  :func:`block_mean`; ``static.h5`` holds the statics brought there the same way (the land-sea mask
-  becomes the land fraction of each latent cell);
+- ``cond`` ``[n, Cc (+ Cl), h, w]``: the source's normalized conditions, brought to the latent grid by
+  :func:`block_mean`, then (unless encoded without it) the *encoded baseline*: the source's ERA5
+  baseline of the targets (:class:`~hpcdiff.data.residual.Residual`, the targets' own ERA5 channels
+  mapped into their normalization) through the encoder, normalized like the latents and named like them
+  (``z0``, ...), so that ``diffusion.residual: true`` diffuses the latents' residual to it exactly as a
+  pixel run diffuses the targets' residual to ERA5 (its scale, the residual's RMS over the training
+  split, is the latent targets' ``residual_rms``); ``static.h5`` holds the statics brought to the grid
+  by block means (the land-sea mask becomes the land fraction of each latent cell);
 - the manifest's ``latent`` section (:class:`LatentInfo`): the factor, the source dataset (its grid,
   normalization fingerprint and target entries), and the autoencoder (its run, checkpoint, spec and the
   file ``autoencoder.pt`` in the dataset holding its weights, with its SHA-256).
@@ -77,6 +82,7 @@ class LatentInfo:
     source_targets: tuple[dict[str, Any], ...]  # its targets' manifest entries (names, units, stats, bounds)
     autoencoder: dict[str, Any]  # run, checkpoint, step, spec (the autoencoder's run spec state)
     file_sha256: str  # of AUTOENCODER_FILE in the dataset
+    baseline: dict[str, Any] | None = None  # the source's residual map (index, a, b, scale): encoded baseline
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> LatentInfo | None:
@@ -87,7 +93,8 @@ class LatentInfo:
                    source_fingerprint=str(source["fingerprint"]),
                    source_shape=(int(source["shape"][0]), int(source["shape"][1])),
                    source_targets=tuple(dict(t) for t in source["targets"]),
-                   autoencoder=dict(data["autoencoder"]), file_sha256=str(data["file"]["sha256"]))
+                   autoencoder=dict(data["autoencoder"]), file_sha256=str(data["file"]["sha256"]),
+                   baseline=None if data.get("baseline") is None else dict(data["baseline"]))
 
     @property
     def target_names(self) -> list[str]:

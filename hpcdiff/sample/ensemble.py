@@ -162,10 +162,26 @@ class EnsembleSampler:
         its members are drawn."""
         if date not in self._cond:
             cond, context, doy = self.reader.read(date)
-            if self.latent is not None:  # on the latent grid, as hpcdiff encode wrote them
-                cond = block_mean(cond, self.latent.factor)
+            if self.latent is not None:
+                cond = self.latent_conditions(cond)
             self._cond[date] = (cond, context, doy)
         return self._cond[date]
+
+    def latent_conditions(self, cond: np.ndarray) -> np.ndarray:
+        """A pixel date's conditions ``[C, H, W]`` as :mod:`hpcdiff.data.encode` wrote them for the latent
+        grid: block means of the dynamic channels, the encoded ERA5 baseline normalized like the latents
+        (when the run has one), block means of the static channels."""
+        latent, dynamic = self.latent, len(self.reader.manifest.conditions)
+        parts = [block_mean(cond[:dynamic], latent.factor)]
+        if latent.baseline is not None:
+            fields = torch.from_numpy(np.ascontiguousarray(cond[None, :dynamic])).to(self.device)
+            with torch.no_grad():
+                z, _ = self.autoencoder.encode(latent.baseline.residual().baseline(fields))
+            mean = torch.tensor(latent.mean, dtype=torch.float32, device=z.device).reshape(1, -1, 1, 1)
+            std = torch.tensor(latent.std, dtype=torch.float32, device=z.device).reshape(1, -1, 1, 1)
+            parts.append(((z.float() - mean) / std)[0].cpu().numpy())
+        parts.append(block_mean(cond[dynamic:], latent.factor))
+        return np.concatenate(parts).astype(np.float32)
 
     def draw(self, rows: Sequence[Row]) -> np.ndarray:
         """Samples ``[len(rows), Ct, H, W]`` float32 (normalized) for the (date, member) ``rows``; a call
