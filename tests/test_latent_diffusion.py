@@ -26,6 +26,7 @@ from hpcdiff.cli import main
 from hpcdiff.config import load_config
 from hpcdiff.data.latent import block_mean
 from hpcdiff.data.manifest import read_manifest
+from hpcdiff.data.residual import residual_from_manifest
 from hpcdiff.models.unet import grid_padding
 from hpcdiff.sample.ensemble import EnsembleSampler, make_plan
 from hpcdiff.sample.job import SampleJob
@@ -64,7 +65,7 @@ def latent_dataset(autoencoder, tiny_dataset) -> Path:
 @pytest.fixture(scope="module")
 def latent_run(latent_dataset) -> Path:
     out = latent_dataset.parent / "ldm"
-    run_train(latent_dataset, out, job=LATENT_JOB)
+    run_train(latent_dataset, out, "diffusion.residual=true", job=LATENT_JOB)
     return out
 
 
@@ -115,9 +116,20 @@ def test_the_latent_dataset_holds_normalized_posterior_means_and_block_mean_cond
     scale = np.array([[c.stats.std] for c in manifest.targets])[None, :, :, None]
     shift = np.array([[c.stats.mean] for c in manifest.targets])[None, :, :, None]
     np.testing.assert_allclose(stored * scale + shift, mean.numpy(), rtol=1e-5, atol=1e-5)
-    # conditions and statics are block means of the source's
-    np.testing.assert_allclose(split_array(latent_dataset, "val", "cond"),
-                               block_mean(split_array(tiny_dataset, "val", "cond"), 2), atol=1e-6)
+    # conditions and statics are block means of the source's, then the encoded ERA5 baseline of the targets
+    source_cond = split_array(tiny_dataset, "val", "cond")
+    cond = split_array(latent_dataset, "val", "cond")
+    names = [c.name for c in source.conditions] + manifest.target_names
+    assert [c.name for c in manifest.conditions] == names
+    np.testing.assert_allclose(cond[:, :6], block_mean(source_cond, 2), atol=1e-6)
+    with torch.no_grad():
+        base, _ = model.encode(residual_from_manifest(source).baseline(torch.from_numpy(source_cond)))
+    np.testing.assert_allclose(cond[:, 6:] * scale + shift, base.numpy(), rtol=1e-5, atol=1e-5)
+    # the latent residual's scale: the RMS over the training split of latents minus baseline latents
+    train_cond = split_array(latent_dataset, "train", "cond")[:, 6:].astype(np.float64)
+    rms = np.sqrt(np.mean((train - train_cond) ** 2, axis=(0, 2, 3)))
+    np.testing.assert_allclose([c.residual_rms for c in manifest.targets], rms, rtol=1e-4)
+    assert residual_from_manifest(manifest).a == (1.0, 1.0, 1.0, 1.0)  # the same normalization: identity
     with h5py.File(latent_dataset / "static.h5") as lat, h5py.File(tiny_dataset / "static.h5") as pix:
         np.testing.assert_allclose(lat["lsm"][...], block_mean(pix["lsm"][...].astype(np.float64), 2),
                                    atol=1e-6)
@@ -149,6 +161,7 @@ def test_a_latent_run_samples_decodes_merges_and_evaluates_on_the_pixel_grid(lat
                                                                               tiny_dataset, tmp_path):
     state = load_state(latest(latent_run / "checkpoints"))
     assert state["run_spec"]["latent"]["factor"] == 2 and "autoencoder" in state
+    assert state["run_spec"]["residual"]["a"] == [1.0] * 4 and state["run_spec"]["latent"]["baseline"]
     assert state["run_spec"]["image_shape"] in ([16, 16], (16, 16))
     samples = tmp_path / "samples"
     assert main(["sample", str(SAMPLE_JOB), "--run", str(latent_run), "--out", str(samples), "--set",
@@ -186,7 +199,8 @@ def test_decoding_the_stored_latents_gives_the_autoencoder_reconstruction(latent
     date = run.manifest.split_dates()["test"][0]
     cond, _, _ = sampler.conditions(date)
     stored_cond = split_array(latent_dataset, "test", "cond")[0]
-    np.testing.assert_allclose(cond[:stored_cond.shape[0]], stored_cond, atol=1e-6)
+    assert stored_cond.shape[0] == 10 and cond.shape[0] == 13  # 6 dynamic, 4 baseline latents, 3 statics
+    np.testing.assert_allclose(cond[:10], stored_cond, atol=1e-5)
     sampler.close()
 
 
@@ -207,9 +221,14 @@ def test_what_latent_runs_do_not_take_is_refused(latent_run, latent_dataset, tin
     refused(["encode", str(autoencoder), "--dataset", str(latent_dataset), "--out", str(tmp_path / "x")],
             "a latent dataset already")
     assert not (tmp_path / "x").exists() and not (tmp_path / "s" / "parts").exists()
-    # the pixel demo job diffuses residuals to ERA5, which latents do not have
-    pixel_job = REPO / "jobs" / "demo_train.yaml"
-    proc = subprocess.run([sys.executable, "-m", "hpcdiff.cli", "train", str(pixel_job), "--out",
-                           str(tmp_path / "r"), "--no-progress", "--set", f"data.dataset={latent_dataset}"],
-                          capture_output=True, text=True, timeout=120, env=child_env())
-    assert proc.returncode == 1 and "set diffusion.residual: false" in proc.stderr, proc.stderr[-2000:]
+    # encoded without the baseline: block means only, and no residual to diffuse
+    plain = tmp_path / "plain"
+    assert main(["encode", str(autoencoder), "--dataset", str(tiny_dataset), "--out", str(plain),
+                 "--no-baseline", "--no-progress"]) == 0
+    pixel_names = [c.name for c in read_manifest(tiny_dataset).conditions]
+    assert [c.name for c in read_manifest(plain).conditions] == pixel_names
+    proc = subprocess.run([sys.executable, "-m", "hpcdiff.cli", "train", str(LATENT_JOB), "--out",
+                           str(tmp_path / "r"), "--no-progress", "--set", f"data.dataset={plain}", "--set",
+                           "diffusion.residual=true"], capture_output=True, text=True, timeout=120,
+                          env=child_env())
+    assert proc.returncode == 1 and "encoded without its baseline" in proc.stderr, proc.stderr[-2000:]
