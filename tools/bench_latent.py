@@ -17,6 +17,8 @@ autoencoder's latent channels as targets and the same 6 conditions there.
 - *sample*: the U-Net forward pass without gradients at ``--sample-batch`` (median of ``--repeat``),
   and for latents the decoder once per sample; samples/s per member = batch / (``--steps`` x forward
   + decode).
+- *autoencoder*: one training step of the autoencoder itself at the training batch (reconstruction + KL,
+  backward, AdamW), the one-off cost latent diffusion adds.
 - *peak memory*: what the timed steps added to the process's resident memory at their peak
   (``/proc/self/status`` VmHWM after ``clear_refs``), as in ``tools/bench_memory.py``.
 
@@ -69,6 +71,8 @@ def measure(point: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(0)
     shape = tuple(point["shape"])
+    if point["space"] == "autoencoder":
+        return measure_autoencoder(point)
     channels, grid, decoder = TARGETS, shape, None
     if point["space"] == "latent":
         config = autoencoder_config(point["autoencoder"])
@@ -129,6 +133,33 @@ def measure(point: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def measure_autoencoder(point: dict[str, Any]) -> dict[str, Any]:
+    """One training step of the autoencoder itself (reconstruction + KL, backward, AdamW): the one-off cost
+    that latent diffusion adds."""
+    import torch
+
+    from hpcdiff.models import autoencoder_config, build_autoencoder
+    from hpcdiff.models.autoencoder import autoencoder_losses
+
+    shape, batch = tuple(point["shape"]), point["batch"]
+    model = build_autoencoder(autoencoder_config(point["autoencoder"]), target_channels=TARGETS).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, TARGETS, *shape)
+
+    def step() -> None:
+        mean, _ = model.encode(x)
+        recon, mean, logvar = model(x, torch.randn_like(mean))
+        losses = autoencoder_losses(recon, x, mean, logvar, kl_weight=1e-6)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].mean().backward()
+        optimizer.step()
+
+    times, peak = _timed(step, point["repeat"])
+    return {**point, "grid": list(shape), "parameters": sum(p.numel() for p in model.parameters()),
+            "step_s": statistics.median(times), "step_min_s": min(times), "peak_bytes": peak,
+            "samples_per_s": batch / statistics.median(times)}
+
+
 def run_point(point: dict[str, Any], *, threads: int, timeout_s: float = 1200) -> dict[str, Any]:
     env = {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(point)], capture_output=True,
@@ -144,7 +175,7 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 
 def format_row(row: dict[str, Any], pixel: dict[str, Any] | None) -> str:
-    space = "pixel" if row["space"] == "pixel" else f"latent ({row['autoencoder']})"
+    space = "pixel" if row["space"] == "pixel" else f"{row['space']} ({row['autoencoder']})"
     head = (f"| {row['mode']} | {row['shape'][0]} x {row['shape'][1]} | {space} | "
             f"{row.get('grid', ['?', '?'])[0]} x {row.get('grid', ['?', '?'])[1]} | {row['batch']} |")
     if "error" in row:
@@ -169,6 +200,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--modes", nargs="+", default=["train", "sample"])
+    parser.add_argument("--no-autoencoder-steps", dest="autoencoder_steps", action="store_false",
+                        help="skip the autoencoder's own training step (measured by default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.child:
@@ -192,6 +225,12 @@ def main() -> None:
                 row = run_point({**base, "space": "latent", "autoencoder": name}, threads=args.threads)
                 rows.append(row)
                 print(format_row(row, pixel), flush=True)
+            if mode == "train" and args.autoencoder_steps:
+                for name in args.autoencoders:
+                    point = {**base, "space": "autoencoder", "autoencoder": name}
+                    row = run_point(point, threads=args.threads)
+                    rows.append(row)
+                    print(format_row(row, pixel), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
