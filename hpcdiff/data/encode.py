@@ -270,8 +270,11 @@ def run_encode(run_dir: Path, dataset: Path, out: Path, *, env: DistEnv, checkpo
     model = model.to(device)
     everything = setup.shards()
     mine = everything[coll.rank::coll.world_size]
-    source_bytes = sum(int(s.bytes or 0) for _, s in everything)
-    tmp = coll.on_root(lambda: make_temp_dir(out, needed=source_bytes // 4))
+    extra = setup.spec.latent_channels if setup.baseline is not None else 0
+    per_sample = 4 * (2 * setup.spec.latent_channels + len(setup.manifest.conditions) + extra) * \
+        setup.grid[0] * setup.grid[1]  # float32 target + cond, and a margin as large as the targets
+    needed = per_sample * sum(s.n for _, s in everything)
+    tmp = coll.on_root(lambda: make_temp_dir(out, needed=needed))
     try:
         stats = LatentStats.empty(setup.spec.latent_channels)
 
