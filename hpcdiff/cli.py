@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from hpcdiff import __version__
+from hpcdiff import __version__, allocator
 from hpcdiff.errors import HpcdiffError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -452,6 +452,7 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        allocator.tune_malloc()  # before the command allocates anything large
         return COMMANDS[args.command](args)
     except HpcdiffError as err:
         # one write per line: ranks sharing a terminal or an mpiexec stream must not interleave

@@ -23,6 +23,9 @@ convolution and attention; 1 multiply-add = 2 FLOPs). Times are the best of ``--
 one warm-up step (the minimum: robust on a machine shared with other jobs), and their median; on CUDA
 the device is synchronized around each step. ``--peak-tflops`` (the GPU's dense
 bf16 peak, e.g. 989 for an H100 SXM) adds the achieved fraction of it.
+
+The process's C heap is set up as every hpcdiff command sets it (:mod:`hpcdiff.allocator`);
+``HPCDIFF_MALLOC=system`` keeps glibc's defaults, for comparison. The header line says which.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from hpcdiff import allocator
 from hpcdiff.diffusion import GaussianDiffusion, make_betas
 from hpcdiff.models import UNET_PRESETS, UNet
 from hpcdiff.models.unet import AttentionBlock, grid_padding
@@ -378,9 +382,11 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    heap = allocator.tune_malloc()
     device = torch.device(args.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"bf16 autocast {args.bf16}, channels_last {args.channels_last}, clock {args.clock}\n")
+          f"bf16 autocast {args.bf16}, channels_last {args.channels_last}, clock {args.clock}, "
+          f"malloc {heap}\n")
     print(f"uptime: {os.getloadavg()}\n")
     if args.grid:
         rows = print_attention_blocks(args, device) if args.attention_block else print_grid(args, device)

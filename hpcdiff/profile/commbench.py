@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcdiff import dist
+from hpcdiff import allocator, dist
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.slurm import SlurmSection, job_name
 from hpcdiff.launch.submit import make_executor, wait, world_size_of
@@ -38,6 +38,7 @@ class CommTask:
 
     def __call__(self) -> dict[str, Any]:
         dist.set_threads()
+        allocator.tune_malloc()
         import torch
         import torch.distributed as torch_dist
 
