@@ -16,8 +16,8 @@ from hpcdiff.errors import HpcdiffError
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
-# Allocates a 64 MiB tensor (above any mmap threshold glibc would choose) and frees it;
-# reports the bytes it added to mmapped blocks while it lives and what the heap grew by and kept after the free.
+# Allocates a 64 MiB tensor (above any mmap threshold glibc would choose) and frees it; reports the bytes
+# it added to mmapped blocks while it lives and what the heap grew by and kept after the free.
 PROBE = r"""
 import ctypes, json, sys
 SETUP

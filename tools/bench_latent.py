@@ -19,8 +19,10 @@ autoencoder's latent channels as targets and the same 6 conditions there.
   + decode).
 - *autoencoder*: one training step of the autoencoder itself at the training batch (reconstruction + KL,
   backward, AdamW), the one-off cost latent diffusion adds.
-- *peak memory*: what the timed steps added to the process's resident memory at their peak
-  (``/proc/self/status`` VmHWM after ``clear_refs``), as in ``tools/bench_memory.py``.
+- *peak memory*: what the warm-up and the timed steps added to the process's resident memory at their
+  peak (``/proc/self/status`` VmHWM after ``clear_refs``), with the C heap set up as every hpcdiff
+  command sets it (:mod:`hpcdiff.allocator`: freed blocks stay with the process, so this is what the
+  command's process holds, not the live bytes ``tools/bench_memory.py`` measures).
 
 Grids are whole fields; on the DANRA grid the batches are ``--danra-batch`` (default 1).
 """
@@ -38,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 TARGETS, CONDITIONS = 3, 6
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 def _status_kib(key: str) -> int:
@@ -49,10 +50,10 @@ def _status_kib(key: str) -> int:
 
 
 def _timed(fn: Any, repeat: int) -> tuple[list[float], int]:
-    """``repeat`` timings of ``fn()`` after one warm-up call, and the bytes they added at their peak."""
-    fn()
+    """``repeat`` timings of ``fn()`` after one warm-up call, and the bytes all calls added at their peak."""
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     before = _status_kib("VmRSS")
+    fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -161,7 +162,7 @@ def measure_autoencoder(point: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_point(point: dict[str, Any], *, threads: int, timeout_s: float = 1200) -> dict[str, Any]:
-    env = {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(point)], capture_output=True,
                           text=True, timeout=timeout_s, check=False, env=env)
     if proc.returncode != 0:
@@ -205,6 +206,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.child:
+        from hpcdiff import allocator
+
+        allocator.tune_malloc()  # as every hpcdiff command does
         print(json.dumps(measure(json.loads(args.child))))
         return
     print("| mode | grid | space | network grid | batch | s per step (train) or per member batch (sample) "

@@ -198,6 +198,9 @@ def main() -> None:
         return
     import torch
 
+    from hpcdiff import allocator
+
+    allocator.tune_malloc()  # as `hpcdiff sample` does
     start = time.perf_counter()
     args.workdir.mkdir(parents=True, exist_ok=True)
     dataset = build_dataset(args.workdir)

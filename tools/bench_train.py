@@ -52,8 +52,9 @@ def loss_of(model: torch.nn.Module, diffusion: GaussianDiffusion, b: dict[str, t
 
 def worker(args: argparse.Namespace) -> None:
     """One rank (under torchrun): time ``args.steps`` optimizer steps of ``args.engine``."""
-    from hpcdiff import dist
+    from hpcdiff import allocator, dist
 
+    allocator.tune_malloc()  # as `hpcdiff train` does
     env = dist.detect()
     train = TrainSection(global_batch=args.global_batch, precision=args.precision, max_steps=1000)
     optim = OptimSection(lr=1e-4, warmup_steps=10)
