@@ -332,18 +332,52 @@ def estimate_training(spec: Any, *, micro_batch: int, shape: tuple[int, int], pr
                           detail=f"{spec.preset}, {params / 1e6:.1f}M parameters, ZeRO {zero_stage}, {ranks}")
 
 
+def decoding_activation_bytes(autoencoder: Any, *, batch: int) -> int:
+    """Traced peak of a latent run's sampling outside the U-Net: the autoencoder (``autoencoder``: its
+    :class:`~hpcdiff.runspec.AutoencoderSpec`, fp32 as sampling runs it, without gradients) decoding
+    ``batch`` latents into whole fields, or encoding one date's ERA5 baseline (the conditions of a
+    residual run), whichever is larger."""
+    return _decoding_peak(_meta_model(autoencoder, torch.float32), autoencoder, batch=batch)
+
+
+def _decoding_peak(model: torch.nn.Module, autoencoder: Any, *, batch: int) -> int:
+    model.eval()
+    shape = tuple(autoencoder.image_shape)
+
+    def decode() -> None:
+        z = torch.empty(batch, autoencoder.latent_channels, *autoencoder.latent_shape, device="meta")
+        with torch.no_grad():
+            return model.decode(z, shape)
+
+    def encode() -> None:
+        x = torch.empty(1, len(autoencoder.targets), *shape, device="meta")
+        with torch.no_grad():
+            return model.encode(x)
+
+    return max(traced_peak(decode), traced_peak(encode))
+
+
 def estimate_sampling(spec: Any, *, batch: int, precision: str, sampler: str,
                       tile: tuple[int, int] | None = None) -> MemoryEstimate:
     """Peak memory of sampling ``batch`` whole fields with ``spec``'s network: fp32 weights (autocast
-    casts them per call) and :func:`sampling_activation_bytes`."""
+    casts them per call) and :func:`sampling_activation_bytes`. A latent run (``spec.latent``) also
+    holds its autoencoder's weights, and its activations are the larger of the U-Net's on the latent grid
+    and :func:`decoding_activation_bytes` (the two never run at once)."""
     model = _meta_model(spec, torch.float32)
     params = count_parameters(model)
     activations = _sampling_peak(model, spec, batch=batch, precision=precision, sampler=sampler, tile=tile)
     parts = {"weights": 4 * params, "activations": activations}
     if precision != "fp32":
         parts["weights"] += DTYPES[precision].itemsize * params  # autocast's cast copies, during a call
-    return MemoryEstimate("sampling batch", batch, tuple(spec.image_shape), precision, parts,
-                          detail=f"{spec.preset}, {params / 1e6:.1f}M parameters, {sampler}")
+    detail = f"{spec.preset}, {params / 1e6:.1f}M parameters, {sampler}"
+    latent = spec.latent
+    if latent is not None:
+        autoencoder = latent.autoencoder_spec()
+        decoder = _meta_model(autoencoder, torch.float32)
+        parts["weights"] += 4 * count_parameters(decoder)
+        parts["activations"] = max(activations, _decoding_peak(decoder, autoencoder, batch=batch))
+        detail += f", latents {spec.image_shape[0]} x {spec.image_shape[1]} decoded by {autoencoder.preset}"
+    return MemoryEstimate("sampling batch", batch, spec.output_shape, precision, parts, detail=detail)
 
 
 # -- jobs ------------------------------------------------------------------------------------------------
@@ -437,7 +471,7 @@ def sampling_out_of_memory(job: Any, spec: Any, *, precision: str, error: BaseEx
     s = job.sample
     estimate = _estimate_or_none(lambda: estimate_sampling(spec, batch=s.batch_size, precision=precision,
                                                            sampler=s.sampler, tile=s.tiles))
-    field = describe_field(None, tuple(spec.image_shape))
+    field = describe_field(None, spec.output_shape)  # the pixel grid, also for a latent run
     if s.tiles:
         field = f"tiles {s.tiles[0]} x {s.tiles[1]} of the {field}"
     return HpcdiffError(out_of_memory_message(

@@ -7,6 +7,7 @@ block means of the pixel ones, and what latent runs do not support is refused in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import pytest
 import torch
 from trainrun import AUTOENCODER_JOB, REPO, child_env, run_train
 
+from hpcdiff import memory
 from hpcdiff.cli import main
 from hpcdiff.config import load_config
 from hpcdiff.data.latent import block_mean
@@ -232,3 +234,22 @@ def test_what_latent_runs_do_not_take_is_refused(latent_run, latent_dataset, tin
                            "diffusion.residual=true"], capture_output=True, text=True, timeout=120,
                           env=child_env())
     assert proc.returncode == 1 and "encoded without its baseline" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_sampling_memory_estimate_counts_the_autoencoder(latent_run):
+    """`submit sample`'s pre-flight for a latent run: the autoencoder's weights are held with the U-Net's,
+    and decoding whole fields (which the U-Net's calls on the latent grid never overlap) can be the peak."""
+    job = load_config(SampleJob, SAMPLE_JOB, overrides=["dates.limit=2"])
+    _, run = open_run(job, latent_run)
+    spec = run.spec
+    autoencoder = spec.latent.autoencoder_spec()
+    latent_only = dataclasses.replace(spec, latent=None)  # the same U-Net as if it sampled pixels
+    estimate = memory.estimate_sampling(spec, batch=8, precision="fp32", sampler="dpmpp_3m")
+    unet = memory.estimate_sampling(latent_only, batch=8, precision="fp32", sampler="dpmpp_3m")
+    ae_params = sum(p.numel() for p in autoencoder.build_model().parameters())
+    assert estimate.parts["weights"] == unet.parts["weights"] + 4 * ae_params
+    decoding = memory.decoding_activation_bytes(autoencoder, batch=8)
+    assert decoding > unet.parts["activations"]  # at 32 x 32 from 16 x 16: the decoder is the peak
+    assert estimate.parts["activations"] == decoding
+    assert estimate.shape == (32, 32)  # the fields sampling writes, not the latent grid
+    assert "latents 16 x 16 decoded by tiny" in estimate.describe()

@@ -1,7 +1,8 @@
 """Peak memory of a training micro-batch and of a sampling batch, measured on CPU, next to the estimate.
 
     python tools/bench_memory.py [--grids 64,128,256,512,589x789] [--presets tiny,small]
-                                 [--precisions fp32,bf16] [--json out.json]
+                                 [--precisions fp32,bf16] [--modes train,sample,decode]
+                                 [--autoencoder small] [--json out.json]
     python tools/bench_memory.py --child '{"mode": "train", "preset": "small", ...}'   # one point
 
 Every point runs in a fresh process (``--child``), which builds the run spec's network on the CPU,
@@ -15,6 +16,9 @@ resets the kernel's peak-resident-memory counter (``/proc/self/clear_refs``), ru
 - *sample*: two steps of the ``dpmpp_2m`` sampler on ``batch`` whole fields without gradients, fp32
   weights with bf16 autocast for ``bf16`` (what ``hpcdiff sample`` does). Compared with
   :func:`hpcdiff.memory.sampling_activation_bytes`.
+- *decode*: what a latent run's sampling adds outside the U-Net: the autoencoder ``--autoencoder``
+  (fp32, no gradients) decoding ``batch`` latents into whole fields, then encoding one field (a date's
+  ERA5 baseline). Compared with :func:`hpcdiff.memory.decoding_activation_bytes`.
 
 The static parts of the estimate (weights, optimizer state, DeepSpeed's buffers) are parameter counts
 times bytes and are not measured here. Channels are the synthetic recipe's: 3 targets, 9 conditions.
@@ -55,6 +59,36 @@ def _status_kib(key: str) -> int:
     raise RuntimeError(f"no {key} in /proc/self/status")
 
 
+def autoencoder_spec_for(preset: str, shape: tuple[int, int]) -> Any:
+    from hpcdiff.config import to_dict
+    from hpcdiff.models import autoencoder_config
+    from hpcdiff.runspec import AutoencoderSpec
+
+    return AutoencoderSpec(preset=preset, targets=[f"y{i}" for i in range(TARGETS)], image_shape=tuple(shape),
+                           architecture=to_dict(autoencoder_config(preset)), normalization="bench",
+                           kl_weight=1e-6)
+
+
+def measure_decode(point: dict[str, Any]) -> tuple[Any, int]:
+    """The *decode* point's step and its estimate."""
+    import torch
+
+    from hpcdiff import memory
+
+    shape, batch = tuple(point["shape"]), point["batch"]
+    spec = autoencoder_spec_for(point["autoencoder"], shape)
+    model = spec.build_model().eval()
+    z = torch.randn(batch, spec.latent_channels, *spec.latent_shape)
+    x = torch.randn(1, TARGETS, *shape)
+
+    def step() -> None:
+        with torch.no_grad():
+            model.decode(z, shape)
+            model.encode(x)
+
+    return step, memory.decoding_activation_bytes(spec, batch=batch)
+
+
 def measure(point: dict[str, Any]) -> dict[str, Any]:
     """Run one point in this process; bytes the step added at its peak, and the estimate's part."""
     import torch
@@ -63,6 +97,9 @@ def measure(point: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(0)
     shape, batch, precision = tuple(point["shape"]), point["batch"], point["precision"]
+    if point["mode"] == "decode":
+        step, estimate = measure_decode(point)
+        return {**point, **_peak(step), "estimate_bytes": estimate, "estimate_s": float("nan")}
     spec = spec_for(point["preset"], shape)
     model = spec.build_model()
     x0 = torch.randn(batch, TARGETS, *shape)
@@ -92,21 +129,25 @@ def measure(point: dict[str, Any]) -> dict[str, Any]:
         def step() -> None:
             sample(model.bind(cond, doy), diffusion, (batch, TARGETS, *shape), sampler="dpmpp_2m",
                    steps=2, generators=generators)
-    step()  # once before measuring: lazily initialised kernels, thread pools and code pages
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = _status_kib("VmRSS")
-    start = time.perf_counter()
-    step()
-    seconds = time.perf_counter() - start
-    measured = (_status_kib("VmHWM") - before) * 1024
+    peak = _peak(step)
     start = time.perf_counter()
     if point["mode"] == "train":
         estimate = memory.training_activation_bytes(spec, batch=batch, shape=shape, precision=precision)
     else:
         estimate = memory.sampling_activation_bytes(spec, batch=batch, precision=precision,
                                                     sampler="dpmpp_2m")
-    return {**point, "measured_bytes": measured, "estimate_bytes": estimate, "step_s": seconds,
-            "estimate_s": time.perf_counter() - start}
+    return {**point, **peak, "estimate_bytes": estimate, "estimate_s": time.perf_counter() - start}
+
+
+def _peak(step: Any) -> dict[str, Any]:
+    """What ``step()`` adds to resident memory at its peak, after one unmeasured call."""
+    step()  # once before measuring: lazily initialised kernels, thread pools and code pages
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - start
+    return {"measured_bytes": (_status_kib("VmHWM") - before) * 1024, "step_s": seconds}
 
 
 def run_point(point: dict[str, Any], *, timeout_s: float = 600) -> dict[str, Any]:
@@ -132,6 +173,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--modes", default="train,sample")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--autoencoder", default="small", help="the autoencoder preset of --modes decode")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.child:
@@ -139,11 +181,12 @@ def main() -> None:
         return
     rows = []
     for mode in args.modes.split(","):
-        for preset in args.presets.split(","):
-            for precision in args.precisions.split(","):
+        decode = mode == "decode"  # the autoencoder, in fp32 as sampling runs it
+        for preset in [args.autoencoder] if decode else args.presets.split(","):
+            for precision in ["fp32"] if decode else args.precisions.split(","):
                 for grid in args.grids.split(","):
                     point = {"mode": mode, "preset": preset, "precision": precision, "batch": args.batch,
-                             "shape": list(parse_grid(grid))}
+                             "shape": list(parse_grid(grid)), "autoencoder": preset}
                     row = run_point(point)
                     rows.append(row)
                     print(format_row(row), flush=True)
