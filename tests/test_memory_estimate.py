@@ -96,12 +96,8 @@ def test_estimate_is_fast_enough_for_submit_and_names_its_parts():
     assert sampling.describe().startswith("sampling batch 4 x whole field 128 x 128 in bf16")
 
 
-def test_training_estimate_matches_the_peak_measured_on_this_cpu():
-    """The bench's own measurement (fresh process, VmHWM over one micro-step; tools/bench_memory.py).
-    fp32 agreed within 2 % from 64 x 64 to 589 x 789 in docs/performance_memory.md; 10 % leaves room
-    for another allocator or library version, and still fails a trace that misses, say, the saved
-    input of every convolution."""
-    point = {"mode": "train", "preset": "tiny", "precision": "fp32", "batch": 2, "shape": [96, 96]}
+def measure_with_bench(point: dict) -> dict:
+    """One point of tools/bench_memory.py in a fresh process, glibc returning freed blocks at once."""
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     bench = str(REPO / "tools" / "bench_memory.py")
     proc = subprocess.run([sys.executable, bench, "--child", json.dumps(point)], capture_output=True,
@@ -109,7 +105,16 @@ def test_training_estimate_matches_the_peak_measured_on_this_cpu():
                           env={**env, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
                                "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    row = json.loads(proc.stdout.splitlines()[-1])
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_training_estimate_matches_the_peak_measured_on_this_cpu():
+    """The bench's own measurement (fresh process, VmHWM over one micro-step; tools/bench_memory.py).
+    fp32 agreed within 2 % from 64 x 64 to 589 x 789 in docs/performance_memory.md; 10 % leaves room
+    for another allocator or library version, and still fails a trace that misses, say, the saved
+    input of every convolution."""
+    point = {"mode": "train", "preset": "tiny", "precision": "fp32", "batch": 2, "shape": [96, 96]}
+    row = measure_with_bench(point)
     assert row["measured_bytes"] > 50 * 2**20  # a real step, not noise
     assert abs(row["estimate_bytes"] / row["measured_bytes"] - 1) < 0.10, row
 
@@ -150,13 +155,6 @@ def test_decoding_estimate_matches_the_peak_measured_on_this_cpu():
     scratch, which a GPU's reserve covers); a trace that missed a whole layer's output would be far lower."""
     point = {"mode": "decode", "preset": "small", "autoencoder": "small", "precision": "fp32", "batch": 2,
              "shape": [96, 96]}
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    bench = str(REPO / "tools" / "bench_memory.py")
-    proc = subprocess.run([sys.executable, bench, "--child", json.dumps(point)], capture_output=True,
-                          text=True, timeout=300, check=False,
-                          env={**env, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
-                               "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    row = json.loads(proc.stdout.splitlines()[-1])
+    row = measure_with_bench(point)
     assert row["measured_bytes"] > 10 * 2**20  # a real decode, not noise
     assert -0.20 < row["estimate_bytes"] / row["measured_bytes"] - 1 < 0.05, row
