@@ -5,8 +5,9 @@ most) with pages mapped for it alone and unmaps them when it is freed, and it re
 more than twice that threshold to the kernel. The next tensor of that size faults in fresh, zeroed
 pages again. One feature map of DANRA's full 589 x 789 grid (32 channels, fp32) is 59 MiB, always above
 the threshold, so every layer of every network call paid the page faults of its outputs anew: on the
-CPU a forward pass at the full grid cost 1.5-2x per pixel what one at 256 x 256 did, at the same FLOPs
-per pixel, and 2.3x less with the setting below (``docs/performance_unet.md``).
+CPU a forward pass at the full grid cost 1.4-1.8x per pixel what the cheapest grid size did, at the same
+FLOPs per pixel, and with the settings below it takes 2.2x less time and costs no more per pixel than
+any other size (``docs/performance_unet.md``).
 
 :func:`tune_malloc` serves every block from the heap (``M_MMAP_MAX = 0``) and keeps up to 2 GiB of
 freed heap top (``M_TRIM_THRESHOLD``), so the pages of one network call are reused by the next. The

@@ -115,7 +115,7 @@ def test_slurm_cancelled_array_task_is_resubmitted_alone(tiny_run, make_job, tmp
     from hpcdiff.errors import HpcdiffError
 
     # running: long enough to be cancelled while it runs; pending: task 0 runs while task 1 waits
-    slow = ("sample.sampler=ddpm", "sample.steps=1000") if when == "running" else ()
+    slow = ("sample.sampler=ddpm", "sample.steps=250") if when == "running" else ()
     parallel = "array.parallelism=2" if when == "running" else "array.parallelism=1"
     out, job = tmp_path / "samples", make_job("array.tasks=2", parallel, *slow)
     submitted = submit_sample(job, tiny_run.run, out, executor="slurm")
