@@ -13,8 +13,8 @@ is required); then submitit's local executor; then MPI.
 A single process needs a rendezvous port too (DeepSpeed starts ``torch.distributed`` for world size 1);
 without a launcher-set ``MASTER_PORT`` it gets a free one, so two trainings on one host do not collide.
 
-The collective helpers (:func:`barrier`, :func:`all_reduce_sum`) and :func:`set_threads` import torch
-when called; importing this module does not.
+The collective helpers (:func:`barrier`, :func:`all_reduce_sum`), :func:`set_threads` and
+:func:`set_up_task` import torch when called; importing this module does not.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import socket
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING
 
+from hpcdiff import allocator
 from hpcdiff.errors import HpcdiffError
 
 if TYPE_CHECKING:
@@ -235,6 +236,15 @@ def set_threads(environ: MutableMapping[str, str] | None = None, *, default: int
     import torch
 
     torch.set_num_threads(threads)
+    return threads
+
+
+def set_up_task() -> int:
+    """The first call of every task a launcher starts (a submitit rank or array task): this process's
+    thread count (:func:`set_threads`) and its C heap (:func:`hpcdiff.allocator.tune_malloc`, as
+    ``hpcdiff``'s command line does). Returns the thread count."""
+    threads = set_threads()
+    allocator.tune_malloc()
     return threads
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import submitit
 
-from hpcdiff import allocator, dist
+from hpcdiff import dist
 from hpcdiff.config import from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.slurm import job_name
@@ -38,8 +38,7 @@ class SampleTask(submitit.helpers.Checkpointable):
         self.job, self.run_dir, self.out = job, run_dir, out
 
     def __call__(self, dates: list[str]) -> dict[str, Any]:
-        dist.set_threads()  # first: it sets OMP_NUM_THREADS before the sampler's import starts torch
-        allocator.tune_malloc()
+        dist.set_up_task()  # first: it sets OMP_NUM_THREADS before the sampler's import starts torch
         from hpcdiff.sample.ensemble import sample_ensemble
 
         job = from_dict(SampleJob, self.job, where=f"{self.out}/config.yaml")

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpcdiff import allocator, dist
+from hpcdiff import dist
 from hpcdiff.config import from_dict, to_dict
 from hpcdiff.data.recipe import PreprocessRecipe, resolve_root
 from hpcdiff.errors import HpcdiffError
@@ -43,8 +43,7 @@ class PreprocessTask:
         self.recipe, self.out = recipe, out
 
     def __call__(self) -> dict[str, Any]:
-        dist.set_threads()  # first: OMP_NUM_THREADS must be set before numpy's BLAS starts its threads
-        allocator.tune_malloc()
+        dist.set_up_task()  # first: OMP_NUM_THREADS must be set before numpy's BLAS starts its threads
         from hpcdiff.data.preprocess import run_preprocess
 
         env = dist.detect()

@@ -17,7 +17,7 @@ from typing import Any
 
 import submitit
 
-from hpcdiff import allocator, dist
+from hpcdiff import dist
 from hpcdiff.config import dump_config, from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.sbatch import submitit_parameters
@@ -37,8 +37,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         self.job, self.run_dir, self.master_addr, self.profile = job, run_dir, master_addr, profile
 
     def __call__(self) -> dict[str, Any]:
-        dist.set_threads()  # first: it sets OMP_NUM_THREADS before the loop's import starts torch
-        allocator.tune_malloc()
+        dist.set_up_task()  # first: it sets OMP_NUM_THREADS before the loop's import starts torch
         from hpcdiff.train.loop import train
 
         stop = StopFlag()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcdiff import allocator, dist
+from hpcdiff import dist
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.launch.slurm import SlurmSection, job_name
 from hpcdiff.launch.submit import make_executor, wait, world_size_of
@@ -37,8 +37,7 @@ class CommTask:
         self.sizes, self.master_addr, self.warmup = sizes, master_addr, warmup
 
     def __call__(self) -> dict[str, Any]:
-        dist.set_threads()
-        allocator.tune_malloc()
+        dist.set_up_task()
         import torch
         import torch.distributed as torch_dist
 

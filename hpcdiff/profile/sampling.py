@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcdiff import allocator, dist
+from hpcdiff import dist
 from hpcdiff.config import from_dict, to_dict
 from hpcdiff.errors import HpcdiffError
 from hpcdiff.fsutil import ensure_writable_dir
@@ -49,8 +49,7 @@ class ProfileSampleTask(SampleTask):
     def __call__(self, dates: list[str]) -> dict[str, Any]:
         before = _process_age_s()
         t0 = time.perf_counter()
-        dist.set_threads()
-        allocator.tune_malloc()
+        dist.set_up_task()
         from hpcdiff.sample.ensemble import sample_ensemble
 
         imports = time.perf_counter() - t0
